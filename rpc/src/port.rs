@@ -1,0 +1,185 @@
+//! The real backdoor: x86 port I/O on 0x5658/0x5659. The only `unsafe` code in the project.
+//!
+//! The instructions fault (SIGSEGV) on a machine whose hypervisor does not intercept them, unless
+//! the process holds I/O permission; so a [`PortBackdoor`] can only be made through
+//! [`PortBackdoor::open`], which runs hypervisor detection first ([`crate::detect`]).
+//!
+//! On targets other than x86_64 Linux, [`PortBackdoor::open`] returns
+//! [`crate::detect::DetectError::Unsupported`] and the rest of the crate still builds and tests.
+
+use crate::backdoor::{Backdoor, Regs};
+use crate::detect::{self, DetectError};
+
+/// The hardware backdoor of the machine this process runs on.
+#[derive(Debug)]
+pub struct PortBackdoor {
+    _detected: (),
+}
+
+impl PortBackdoor {
+    /// Detects VMware, and asks for I/O permission on the two backdoor ports when the process
+    /// may have it: VMware lets user mode through without it, other hypervisors do not.
+    ///
+    /// `assume_vmware` accepts another hypervisor (a test guest such as QEMU, whose CPUID vendor
+    /// is not `VMwareVMware`) provided I/O permission was granted, so the instruction cannot
+    /// fault.
+    pub fn open(assume_vmware: bool) -> Result<PortBackdoor, DetectError> {
+        if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+            return Err(DetectError::Unsupported);
+        }
+        let vmware = detect::require_vmware();
+        let permitted = imp::request_io_permission();
+        match vmware {
+            Ok(()) => Ok(PortBackdoor { _detected: () }),
+            // Another hypervisor's backdoor emulation (QEMU's vmport) only answers a process
+            // that holds I/O permission; without it the instruction faults.
+            Err(_) if assume_vmware && permitted => Ok(PortBackdoor { _detected: () }),
+            Err(_) if assume_vmware => Err(DetectError::NoIoPermission),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Backdoor for PortBackdoor {
+    fn in_out(&mut self, regs: Regs) -> Regs {
+        imp::in_out(regs)
+    }
+    fn hb_out(&mut self, regs: Regs, data: &[u8]) -> Regs {
+        imp::hb_out(regs, data)
+    }
+    fn hb_in(&mut self, regs: Regs, buf: &mut [u8]) -> Regs {
+        imp::hb_in(regs, buf)
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod imp {
+    use crate::backdoor::{Regs, BDOOR_PORT};
+    use std::arch::asm;
+
+    /// `ioperm(0x5658, 2, 1)`: granted to root outside kernel lockdown; refused otherwise, which
+    /// is fine on VMware. `iopl` is never asked for: lockdown forbids it and it grants far more.
+    pub(super) fn request_io_permission() -> bool {
+        // SAFETY: ioperm only changes this thread's I/O permission bitmap for the two backdoor
+        // ports; it touches no memory of ours. Failure is reported through the return value.
+        let rc = unsafe { libc::ioperm(libc::c_ulong::from(BDOOR_PORT), 2, 1) };
+        if rc != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "ioperm refused; relying on the hypervisor to allow user-mode port access"
+            );
+        }
+        rc == 0
+    }
+
+    pub(super) fn in_out(r: Regs) -> Regs {
+        let (mut eax, mut ecx, mut edx, mut esi, mut edi) = (r.eax, r.ecx, r.edx, r.esi, r.edi);
+        // LLVM reserves rbx, so it cannot be an operand: swap it with a scratch register around
+        // the instruction.
+        let mut rbx = u64::from(r.ebx);
+        // SAFETY: `PortBackdoor::open` made sure the hypervisor intercepts this port (or the
+        // caller explicitly asserted so). The instruction reads and writes only the registers
+        // named here; rbx is restored before the block ends; no memory or stack is touched.
+        unsafe {
+            asm!(
+                "xchg {bx}, rbx",
+                "in eax, dx",
+                "xchg {bx}, rbx",
+                bx = inout(reg) rbx,
+                inout("eax") eax,
+                inout("ecx") ecx,
+                inout("edx") edx,
+                inout("esi") esi,
+                inout("edi") edi,
+                options(nostack, preserves_flags),
+            );
+        }
+        Regs {
+            eax,
+            ebx: rbx as u32,
+            ecx,
+            edx,
+            esi,
+            edi,
+            ebp: r.ebp,
+        }
+    }
+
+    pub(super) fn hb_out(r: Regs, data: &[u8]) -> Regs {
+        let mut rbx = u64::from(r.ebx);
+        let mut eax = r.eax;
+        // SAFETY: as for `in_out`, plus: `rep outsb` reads exactly rcx = data.len() bytes from
+        // rsi = data.as_ptr(), a live shared borrow; the direction flag is clear per the ABI. rbp
+        // holds half of the cookie during the call and is pushed and popped around it; rbx is
+        // swapped back. The block may push to the stack, so `nostack` is not claimed.
+        unsafe {
+            asm!(
+                "push rbp",
+                "mov rbp, {bp}",
+                "xchg {bx}, rbx",
+                "rep outsb",
+                "xchg {bx}, rbx",
+                "pop rbp",
+                bx = inout(reg) rbx,
+                bp = in(reg) u64::from(r.ebp),
+                inout("eax") eax,
+                inout("rcx") data.len() => _,
+                inout("edx") r.edx => _,
+                inout("rsi") data.as_ptr() => _,
+                inout("edi") r.edi => _,
+            );
+        }
+        Regs {
+            eax,
+            ebx: rbx as u32,
+            ..r
+        }
+    }
+
+    pub(super) fn hb_in(r: Regs, buf: &mut [u8]) -> Regs {
+        let mut rbx = u64::from(r.ebx);
+        let mut eax = r.eax;
+        // SAFETY: as for `hb_out`, except that `rep insb` writes at most rcx = buf.len() bytes to
+        // rdi = buf.as_mut_ptr(), an exclusive borrow of exactly that length; the hypervisor
+        // writes nothing else of ours.
+        unsafe {
+            asm!(
+                "push rbp",
+                "mov rbp, {bp}",
+                "xchg {bx}, rbx",
+                "rep insb",
+                "xchg {bx}, rbx",
+                "pop rbp",
+                bx = inout(reg) rbx,
+                bp = in(reg) u64::from(r.ebp),
+                inout("eax") eax,
+                inout("rcx") buf.len() => _,
+                inout("edx") r.edx => _,
+                inout("esi") r.esi => _,
+                inout("rdi") buf.as_mut_ptr() => _,
+            );
+        }
+        Regs {
+            eax,
+            ebx: rbx as u32,
+            ..r
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod imp {
+    //! Never reached: `PortBackdoor::open` refuses on these targets.
+    use crate::backdoor::Regs;
+
+    pub(super) fn request_io_permission() -> bool {}
+    pub(super) fn in_out(r: Regs) -> Regs {
+        Regs { ecx: 0, ..r }
+    }
+    pub(super) fn hb_out(r: Regs, _: &[u8]) -> Regs {
+        Regs { ebx: 0, ..r }
+    }
+    pub(super) fn hb_in(r: Regs, _: &mut [u8]) -> Regs {
+        Regs { ebx: 0, ..r }
+    }
+}

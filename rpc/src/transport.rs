@@ -1,0 +1,149 @@
+//! Choosing and opening a transport: `backdoor`, `vsock`, `unix:DIR` or `auto`.
+//!
+//! `auto` does what vmtoolsd does: vsock first, the backdoor when vsock cannot be had. It checks
+//! for VMware first, so on another hypervisor it fails at once without touching vsock or ports.
+
+use crate::detect::DetectError;
+use crate::message::{MessageChannel, MessageError, Protocol};
+use crate::port::PortBackdoor;
+use crate::rpci::{RpciClient, StreamRpci};
+use crate::stream::StreamError;
+use crate::vsock::{self, VsockError};
+use std::fmt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Socket file names under a `unix:DIR` transport.
+pub const TCLO_SOCKET: &str = "tclo.sock";
+/// See [`TCLO_SOCKET`].
+pub const RPCI_SOCKET: &str = "rpci.sock";
+
+/// Where the VMX is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// vsock, then the backdoor.
+    #[default]
+    Auto,
+    /// x86 port I/O.
+    Backdoor,
+    /// AF_VSOCK to the hypervisor.
+    Vsock,
+    /// The vsock conversation over Unix sockets `DIR/tclo.sock` and `DIR/rpci.sock`.
+    Unix(PathBuf),
+}
+
+impl FromStr for Transport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Transport::Auto),
+            "backdoor" => Ok(Transport::Backdoor),
+            "vsock" => Ok(Transport::Vsock),
+            _ => match s.strip_prefix("unix:") {
+                Some(dir) if !dir.is_empty() => Ok(Transport::Unix(PathBuf::from(dir))),
+                _ => Err(format!(
+                    "unknown transport {s:?}: expected backdoor, vsock, unix:DIR or auto"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Transport::Auto => f.write_str("auto"),
+            Transport::Backdoor => f.write_str("backdoor"),
+            Transport::Vsock => f.write_str("vsock"),
+            Transport::Unix(dir) => write!(f, "unix:{}", dir.display()),
+        }
+    }
+}
+
+/// Why a transport could not carry a message.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Not on VMware (or no backdoor on this platform).
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    /// The backdoor message channel failed.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// A vsock connection could not be made.
+    #[error(transparent)]
+    Vsock(#[from] VsockError),
+    /// A Unix socket could not be reached.
+    #[error("connecting to {path}: {source}")]
+    Unix {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A stream broke or carried garbage.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// `auto` tried everything.
+    #[error("no transport to the VMX: vsock: {vsock}; backdoor: {backdoor}")]
+    Exhausted {
+        /// The vsock failure.
+        vsock: Box<TransportError>,
+        /// The backdoor failure.
+        backdoor: Box<TransportError>,
+    },
+}
+
+/// Connects to a Unix socket of a `unix:DIR` transport.
+pub fn connect_unix(dir: &Path, name: &str) -> Result<UnixStream, TransportError> {
+    let path = dir.join(name);
+    UnixStream::connect(&path).map_err(|source| TransportError::Unix { path, source })
+}
+
+/// Opens a backdoor message channel for `protocol` (detection first unless `assume_vmware`).
+pub fn open_backdoor(
+    protocol: Protocol,
+    assume_vmware: bool,
+) -> Result<MessageChannel<PortBackdoor>, TransportError> {
+    let port = PortBackdoor::open(assume_vmware)?;
+    Ok(MessageChannel::open(port, protocol)?)
+}
+
+/// Opens an RPCI client. `one_shot` asks stream peers to close after the first reply.
+pub fn connect_rpci(
+    transport: &Transport,
+    assume_vmware: bool,
+    one_shot: bool,
+) -> Result<RpciClient, TransportError> {
+    match transport {
+        Transport::Backdoor => Ok(RpciClient::new(
+            open_backdoor(Protocol::Rpci, assume_vmware)?,
+            "backdoor",
+        )),
+        Transport::Vsock => {
+            let s = vsock::connect_host(vsock::RPCI_PORT)?;
+            Ok(RpciClient::new(StreamRpci::new(s, one_shot), "vsock"))
+        }
+        Transport::Unix(dir) => {
+            let s = connect_unix(dir, RPCI_SOCKET)?;
+            Ok(RpciClient::new(StreamRpci::new(s, one_shot), "unix"))
+        }
+        Transport::Auto => {
+            if !assume_vmware {
+                crate::detect::require_vmware()?;
+            }
+            match connect_rpci(&Transport::Vsock, assume_vmware, one_shot) {
+                Ok(c) => Ok(c),
+                Err(vsock) => {
+                    tracing::debug!(error = %vsock, "vsock unavailable, using the backdoor");
+                    connect_rpci(&Transport::Backdoor, assume_vmware, one_shot).map_err(
+                        |backdoor| TransportError::Exhausted {
+                            vsock: Box::new(vsock),
+                            backdoor: Box::new(backdoor),
+                        },
+                    )
+                }
+            }
+        }
+    }
+}

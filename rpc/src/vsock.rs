@@ -1,0 +1,130 @@
+//! Opening the vsock ("VMCI socket") connections to the VMX.
+//!
+//! The VMX listens on the hypervisor's context id 0 (`VMCI_HYPERVISOR_CONTEXT_ID`), TCLO on port
+//! 975 and RPCI on 976 (`GUESTRPC_*_VSOCK_LISTEN_PORT`, `lib/include/vmware/guestrpc/tclodefs.h`).
+//! Like `Socket_ConnectVMCI` (`lib/rpcChannel/simpleSocket.c`), a root agent binds a privileged
+//! source port first, walking down from 1023 past ports in use, which tells the VMX the peer is
+//! privileged; when binding one is refused it connects from any port instead.
+//!
+//! Only socket creation and addressing live here; the bytes then flow through the same code as
+//! `unix:DIR` (the connected socket is handed out as a [`UnixStream`], whose read, write and
+//! shutdown are plain socket calls that work on any stream socket).
+
+use nix::errno::Errno;
+use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+
+/// `VMCI_HYPERVISOR_CONTEXT_ID`.
+pub const HOST_CID: u32 = 0;
+/// `GUESTRPC_TCLO_VSOCK_LISTEN_PORT`.
+pub const TCLO_PORT: u32 = 975;
+/// `GUESTRPC_RPCI_VSOCK_LISTEN_PORT`.
+pub const RPCI_PORT: u32 = 976;
+/// `PRIVILEGED_PORT_MAX` (`lib/rpcChannel/simpleSocket.h`).
+pub const PRIVILEGED_PORT_MAX: u32 = 1023;
+/// `PRIVILEGED_PORT_MIN`.
+pub const PRIVILEGED_PORT_MIN: u32 = 1;
+/// `VMADDR_PORT_ANY`.
+pub const PORT_ANY: u32 = u32::MAX;
+
+/// What failed while connecting.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum VsockError {
+    /// socket(AF_VSOCK) failed: no vsock support in this kernel.
+    #[error("creating a vsock socket: {0}")]
+    Socket(Errno),
+    /// bind() of the source port failed.
+    #[error("binding vsock source port {port}: {errno}")]
+    Bind {
+        /// Source port.
+        port: u32,
+        /// Why.
+        errno: Errno,
+    },
+    /// connect() failed.
+    #[error("connecting to vsock {cid}:{port}: {errno}")]
+    Connect {
+        /// Destination context.
+        cid: u32,
+        /// Destination port.
+        port: u32,
+        /// Why.
+        errno: Errno,
+    },
+}
+
+/// The source ports to try, in order: privileged ones from the top when `privileged`, else any.
+pub fn source_ports(privileged: bool) -> Box<dyn Iterator<Item = u32>> {
+    if privileged {
+        Box::new((PRIVILEGED_PORT_MIN..=PRIVILEGED_PORT_MAX).rev())
+    } else {
+        Box::new(std::iter::once(PORT_ANY))
+    }
+}
+
+/// Walks the source ports with `attempt` as the reference does: a port in use moves on to the
+/// next one, anything else ends the walk. Split from the socket calls so it can be tested.
+pub fn walk_ports<T>(
+    privileged: bool,
+    mut attempt: impl FnMut(u32) -> Result<T, VsockError>,
+) -> Result<T, VsockError> {
+    let mut last = VsockError::Bind {
+        port: PRIVILEGED_PORT_MIN,
+        errno: Errno::EADDRINUSE,
+    };
+    for port in source_ports(privileged) {
+        match attempt(port) {
+            Ok(t) => return Ok(t),
+            Err(
+                e @ VsockError::Bind {
+                    errno: Errno::EADDRINUSE,
+                    ..
+                },
+            ) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+fn connect_from(cid: u32, port: u32, source_port: u32) -> Result<OwnedFd, VsockError> {
+    let fd = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(VsockError::Socket)?;
+    if source_port != PORT_ANY {
+        // VMADDR_CID_ANY: the local context id.
+        let local = VsockAddr::new(u32::MAX, source_port);
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &local).map_err(|errno| VsockError::Bind {
+            port: source_port,
+            errno,
+        })?;
+    }
+    let dest = VsockAddr::new(cid, port);
+    loop {
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &dest) {
+            Ok(()) => return Ok(fd),
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(VsockError::Connect { cid, port, errno }),
+        }
+    }
+}
+
+/// Connects to the VMX's `port`: from a privileged source port when running as root (falling
+/// back to any port when binding one is refused), from any port otherwise.
+pub fn connect_host(port: u32) -> Result<UnixStream, VsockError> {
+    let root = nix::unistd::geteuid().is_root();
+    let fd = match walk_ports(root, |p| connect_from(HOST_CID, port, p)) {
+        Ok(fd) => fd,
+        Err(VsockError::Bind {
+            errno: Errno::EACCES | Errno::EPERM,
+            ..
+        }) if root => connect_from(HOST_CID, port, PORT_ANY)?,
+        Err(e) => return Err(e),
+    };
+    Ok(UnixStream::from(fd))
+}

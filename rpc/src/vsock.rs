@@ -128,3 +128,71 @@ pub fn connect_host(port: u32) -> Result<UnixStream, VsockError> {
     };
     Ok(UnixStream::from(fd))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_the_vmx_listeners() {
+        assert_eq!((HOST_CID, TCLO_PORT, RPCI_PORT), (0, 975, 976));
+    }
+
+    #[test]
+    fn privileged_ports_walk_down_from_1023() {
+        let ports: Vec<u32> = source_ports(true).collect();
+        assert_eq!(ports.len(), 1023);
+        assert_eq!((ports[0], ports[1], ports[1022]), (1023, 1022, 1));
+        assert_eq!(source_ports(false).collect::<Vec<_>>(), vec![PORT_ANY]);
+    }
+
+    #[test]
+    fn a_port_in_use_moves_on_to_the_next() {
+        let mut tried = Vec::new();
+        let got = walk_ports(true, |p| {
+            tried.push(p);
+            if p > 1020 {
+                Err(VsockError::Bind {
+                    port: p,
+                    errno: Errno::EADDRINUSE,
+                })
+            } else {
+                Ok(p)
+            }
+        });
+        assert_eq!(got, Ok(1020));
+        assert_eq!(tried, vec![1023, 1022, 1021, 1020]);
+    }
+
+    #[test]
+    fn other_errors_end_the_walk() {
+        let mut n = 0;
+        let got: Result<(), _> = walk_ports(true, |p| {
+            n += 1;
+            Err(VsockError::Connect {
+                cid: HOST_CID,
+                port: p,
+                errno: Errno::ECONNREFUSED,
+            })
+        });
+        assert!(matches!(got, Err(VsockError::Connect { .. })));
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn all_ports_in_use_is_an_error() {
+        let got: Result<(), _> = walk_ports(true, |p| {
+            Err(VsockError::Bind {
+                port: p,
+                errno: Errno::EADDRINUSE,
+            })
+        });
+        assert!(matches!(
+            got,
+            Err(VsockError::Bind {
+                errno: Errno::EADDRINUSE,
+                ..
+            })
+        ));
+    }
+}

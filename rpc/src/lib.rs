@@ -17,6 +17,8 @@
 pub mod backdoor;
 pub mod datamap;
 pub mod detect;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod model;
 pub mod packet;

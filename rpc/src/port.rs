@@ -57,12 +57,14 @@ mod imp {
     use crate::backdoor::{Regs, BDOOR_PORT};
     use std::arch::asm;
 
-    /// `ioperm(0x5658, 2, 1)`: granted to root outside kernel lockdown; refused otherwise, which
-    /// is fine on VMware. `iopl` is never asked for: lockdown forbids it and it grants far more.
+    /// `ioperm(0x5658, 4, 1)`: granted to root outside kernel lockdown; refused otherwise, which
+    /// is fine on VMware. Four ports, not two: the CPU checks one permission bit per byte of the
+    /// access, and `in eax, dx` reads 4 bytes (0x5658..=0x565B); the high-bandwidth port 0x5659
+    /// falls inside. `iopl` is never asked for: lockdown forbids it and it grants far more.
     pub(super) fn request_io_permission() -> bool {
-        // SAFETY: ioperm only changes this thread's I/O permission bitmap for the two backdoor
+        // SAFETY: ioperm only changes this thread's I/O permission bitmap for the backdoor
         // ports; it touches no memory of ours. Failure is reported through the return value.
-        let rc = unsafe { libc::ioperm(libc::c_ulong::from(BDOOR_PORT), 2, 1) };
+        let rc = unsafe { libc::ioperm(libc::c_ulong::from(BDOOR_PORT), 4, 1) };
         if rc != 0 {
             tracing::debug!(
                 error = %std::io::Error::last_os_error(),

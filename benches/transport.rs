@@ -103,30 +103,49 @@ fn unix_round_trips() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn process_wall_time() {
-    let dir = tempdir("proc");
-    let n = 200;
-    let server = serve(&dir, n);
-    let transport = format!("unix:{}", dir.display());
-    let bin = env!("CARGO_BIN_EXE_toolbox");
+fn median_spawn(n: usize, mut run: impl FnMut()) -> (f64, f64) {
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let out = Command::new(bin)
-            .args(["--transport", &transport, "info", "get", "guestinfo.x"])
-            .output()
-            .unwrap();
+        run();
         times.push(t.elapsed());
-        assert!(out.status.success());
     }
-    server.join().unwrap();
     times.sort();
-    println!(
-        "one `toolbox info get` process over unix:DIR: median {:.2} ms, p90 {:.2} ms (spawn included)",
+    (
         times[n / 2].as_secs_f64() * 1e3,
-        times[n * 9 / 10].as_secs_f64() * 1e3
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+        times[n * 9 / 10].as_secs_f64() * 1e3,
+    )
+}
+
+fn process_wall_time() {
+    let (floor, _) = median_spawn(200, || {
+        assert!(Command::new("true").status().unwrap().success());
+    });
+    println!("spawning /bin/true from this process: median {floor:.2} ms (the floor)");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let static_bin = root.join("target/x86_64-unknown-linux-gnu/release/toolbox");
+    let mut bins = vec![("dynamic", PathBuf::from(env!("CARGO_BIN_EXE_toolbox")))];
+    if static_bin.exists() {
+        bins.push(("static", static_bin));
+    }
+    for (kind, bin) in bins {
+        let dir = tempdir("proc");
+        let n = 200;
+        let server = serve(&dir, n);
+        let transport = format!("unix:{}", dir.display());
+        let (median, p90) = median_spawn(n, || {
+            let out = Command::new(&bin)
+                .args(["--transport", &transport, "info", "get", "guestinfo.x"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        });
+        server.join().unwrap();
+        println!(
+            "one `toolbox info get` process ({kind}) over unix:DIR: median {median:.2} ms, p90 {p90:.2} ms (spawn included)"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 fn binary_sizes() {

@@ -4,10 +4,13 @@ use toolbox::cli::{run, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Diagnostics on stderr when asked for: TOOLBOX_LOG=debug (tracing's filter syntax).
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TOOLBOX_LOG") {
+    // Diagnostics on stderr when asked for: TOOLBOX_LOG=error|warn|info|debug|trace.
+    if let Some(level) = std::env::var("TOOLBOX_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+    {
         tracing_subscriber::fmt()
-            .with_env_filter(filter)
+            .with_max_level(level)
             .with_writer(std::io::stderr)
             .init();
     }

@@ -8,6 +8,7 @@ use crate::message::MessageChannel;
 use crate::packet::Packet;
 use crate::stream::{read_packet, write_packet};
 use crate::transport::TransportError;
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 
 /// One request/reply exchange on some transport.
@@ -25,7 +26,8 @@ impl<B: Backdoor> RoundTrip for MessageChannel<B> {
 /// RPCI over a vsock or Unix stream socket: one DATA packet out, one back.
 #[derive(Debug)]
 pub struct StreamRpci {
-    stream: UnixStream,
+    // Buffered so that a reply's header and body usually come in one read(2).
+    stream: BufReader<UnixStream>,
     fast_close: bool,
 }
 
@@ -33,7 +35,10 @@ impl StreamRpci {
     /// Wraps a connected stream. With `fast_close` each request asks the VMX to close the
     /// connection after replying, as one-shot senders do (`RPCCHANNEL_FLAGS_FAST_CLOSE`).
     pub fn new(stream: UnixStream, fast_close: bool) -> StreamRpci {
-        StreamRpci { stream, fast_close }
+        StreamRpci {
+            stream: BufReader::with_capacity(8 * 1024, stream),
+            fast_close,
+        }
     }
 }
 
@@ -43,7 +48,7 @@ impl RoundTrip for StreamRpci {
             fast_close: self.fast_close,
             ..Packet::data(request)
         };
-        write_packet(&mut self.stream, &packet)?;
+        write_packet(&mut self.stream.get_ref(), &packet)?;
         Ok(read_packet(&mut self.stream)?.payload)
     }
 }

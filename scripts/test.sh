@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's test command: lints, the real port instructions in a QEMU guest, a short fuzz
+# run, then every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+scripts/qemu-vmport.sh
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+cargo nextest run --workspace --no-fail-fast

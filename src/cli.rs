@@ -1,7 +1,10 @@
 //! The `toolbox` command line: flags parsed by clap, then run.
 
+use crate::config::Config;
+use crate::service::ServiceBuilder;
 use clap::{Parser, Subcommand};
 use std::io::Write;
+use std::path::PathBuf;
 use toolbox_rpc::backdoor::get_version;
 use toolbox_rpc::detect::assume_vmware_from_env;
 use toolbox_rpc::port::PortBackdoor;
@@ -12,9 +15,18 @@ use toolbox_rpc::{RpciError, Transport, TransportError};
 #[derive(Debug, Parser)]
 #[command(name = "toolbox", version, about, disable_help_subcommand = true)]
 pub struct Cli {
-    /// Where the VMX is: backdoor, vsock, unix:DIR or auto (vsock, then backdoor).
-    #[arg(long, global = true, default_value = "auto", env = "TOOLBOX_TRANSPORT")]
-    pub transport: Transport,
+    /// Where the VMX is: backdoor, vsock, unix:DIR or auto (vsock, then backdoor). Overrides
+    /// the config file's `transport`.
+    #[arg(long, global = true, env = "TOOLBOX_TRANSPORT")]
+    pub transport: Option<Transport>,
+
+    /// Config file (TOML); default /etc/toolbox/toolbox.toml when it exists.
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Standalone test mode: run the agent in the foreground and trace every RPC in and out.
+    #[arg(short = 's', long)]
+    pub standalone: bool,
 
     /// Use the backdoor even though CPUID does not name VMware (test guests such as QEMU's
     /// vmport). Also TOOLBOX_ASSUME_VMWARE=1.
@@ -23,12 +35,14 @@ pub struct Cli {
 
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent (the daemon): answer the VMX, push guest info, carry out power operations.
+    Run,
     /// Send one guest RPC (RPCI) request and print the reply, as vmware-rpctool does.
     Rpc {
         /// The request, e.g. "info-get guestinfo.ovfEnv".
@@ -77,6 +91,15 @@ pub enum CliError {
     /// Writing output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    /// The config file is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// No subcommand.
+    #[error("nothing to do: give a command (run, rpc, info, check) or -s; see --help")]
+    NoCommand,
+    /// The runtime could not start.
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
     /// GETVERSION had no answer.
     #[error("the backdoor did not answer GETVERSION: no VMware backdoor on port 0x5658")]
     NoVersion,
@@ -91,10 +114,20 @@ impl Cli {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let assume = cli.assume_vmware();
+    let command = match (&cli.command, cli.standalone) {
+        (Some(c), _) => c,
+        (None, true) => &Command::Run,
+        (None, false) => return Err(CliError::NoCommand),
+    };
+    if let Command::Run = command {
+        return run_agent(&cli, assume);
+    }
+    let transport = cli.transport.clone().unwrap_or_default();
     let mut out = std::io::stdout().lock();
-    match &cli.command {
+    match command {
+        Command::Run => {}
         Command::Rpc { request } => {
-            let mut rpci = connect_rpci(&cli.transport, assume, true)?;
+            let mut rpci = connect_rpci(&transport, assume, true)?;
             let reply = rpci.call(request.as_bytes())?;
             out.write_all(&reply)?;
             if !reply.is_empty() {
@@ -102,7 +135,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Command::Info { op } => {
-            let mut rpci = connect_rpci(&cli.transport, assume, true)?;
+            let mut rpci = connect_rpci(&transport, assume, true)?;
             match op {
                 InfoOp::Get { key } => {
                     let value = rpci.info_get(key)?;
@@ -129,4 +162,54 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
     out.flush()?;
     Ok(())
+}
+
+fn init_logging(level: &str, standalone: bool) {
+    // TOOLBOX_LOG overrides the configured level; standalone mode shows at least info.
+    let mut level: tracing::Level = std::env::var("TOOLBOX_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| level.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    if standalone && level < tracing::Level::INFO {
+        level = tracing::Level::INFO;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// `toolbox run` and `toolbox -s`: the agent on a one-thread runtime until SIGTERM or SIGINT.
+fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(t) = &cli.transport {
+        config.transport = t.clone();
+    }
+    init_logging(&config.log_level, cli.standalone);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(CliError::Runtime)?;
+        tracing::info!(transport = %config.transport, standalone = cli.standalone, "starting");
+        let service = ServiceBuilder::new(config)
+            .assume_vmware(assume_vmware)
+            .trace(cli.standalone)
+            .build();
+        let stop = service.stop_handle();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            }
+            stop.stop();
+        });
+        service.run().await;
+        Ok(())
+    })
 }

@@ -1,10 +1,18 @@
 //! toolbox: an in-guest VMware tools agent.
 //!
 //! The transport to the VMX lives in the `toolbox-rpc` crate ([`toolbox_rpc`]); this crate holds
-//! the command line and, in time, the agent built on it.
+//! the agent built on it: [`service`] (the TCLO loop and its [`dispatch`]er), [`guestinfo`] and
+//! its [`xdr`] encoding, [`power`] operations, [`config`], and the command line ([`cli`]).
 
 #![deny(missing_docs)]
 
 pub use toolbox_rpc as rpc;
 
+pub mod channel;
 pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod guestinfo;
+pub mod power;
+pub mod service;
+pub mod xdr;

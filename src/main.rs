@@ -4,15 +4,18 @@ use toolbox::cli::{run, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Diagnostics on stderr when asked for: TOOLBOX_LOG=error|warn|info|debug|trace.
-    if let Some(level) = std::env::var("TOOLBOX_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing::Level>().ok())
-    {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .init();
+    // Diagnostics of one-shot commands on stderr when asked for: TOOLBOX_LOG=debug etc. The
+    // agent sets up its own logging from its config.
+    if cli.command.is_some() && !matches!(cli.command, Some(toolbox::cli::Command::Run)) {
+        if let Some(level) = std::env::var("TOOLBOX_LOG")
+            .ok()
+            .and_then(|v| v.parse::<tracing::Level>().ok())
+        {
+            tracing_subscriber::fmt()
+                .with_max_level(level)
+                .with_writer(std::io::stderr)
+                .init();
+        }
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -90,6 +90,18 @@ impl<B: Backdoor + ?Sized> Backdoor for &mut B {
     }
 }
 
+impl<B: Backdoor + ?Sized> Backdoor for Box<B> {
+    fn in_out(&mut self, regs: Regs) -> Regs {
+        (**self).in_out(regs)
+    }
+    fn hb_out(&mut self, regs: Regs, data: &[u8]) -> Regs {
+        (**self).hb_out(regs, data)
+    }
+    fn hb_in(&mut self, regs: Regs, buf: &mut [u8]) -> Regs {
+        (**self).hb_in(regs, buf)
+    }
+}
+
 /// What GETVERSION answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Version {

@@ -140,7 +140,6 @@ pub enum MessageError {
 }
 
 /// An open message channel.
-#[derive(Debug)]
 pub struct MessageChannel<B: Backdoor> {
     bd: B,
     protocol: Protocol,
@@ -148,6 +147,16 @@ pub struct MessageChannel<B: Backdoor> {
     cookie_high: u32,
     cookie_low: u32,
     closed: bool,
+}
+
+impl<B: Backdoor> std::fmt::Debug for MessageChannel<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Cookies stay out of logs.
+        f.debug_struct("MessageChannel")
+            .field("protocol", &self.protocol)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B: Backdoor> MessageChannel<B> {

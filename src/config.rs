@@ -1,0 +1,244 @@
+//! The agent's configuration: a TOML file, every key optional, unknown keys refused.
+//!
+//! ```toml
+//! transport = "auto"            # auto | backdoor | vsock | unix:DIR
+//! log_level = "info"            # error | warn | info | debug | trace
+//!
+//! [power]
+//! method = "systemd"            # systemd | pid1-signal | syscall | command | none
+//! halt_command = ["/sbin/poweroff"]    # method = "command"
+//! reboot_command = ["/sbin/reboot"]
+//! pid1 = 1                      # method = "pid1-signal": the init to signal
+//! scripts_dir = "/etc/vmware-tools"    # poweroff-vm-default, poweron-vm-default, ...
+//! # poweroff_script = "/path"   # per state change; "" runs nothing
+//!
+//! [guestinfo]
+//! exclude_nics = ["docker*", "veth*", "virbr*", "cali*", "antrea-*"]
+//! max_nics = 16
+//! interval_secs = 30
+//! ```
+
+use crate::guestinfo::DEFAULT_EXCLUDE;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toolbox_rpc::Transport;
+
+/// Where the configuration is read from when no path is given, if it exists.
+pub const DEFAULT_PATH: &str = "/etc/toolbox/toolbox.toml";
+
+/// How halt and reboot are carried out once the scripts ran.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PowerMethod {
+    /// `systemctl poweroff|reboot` (systemd asks logind's policy).
+    Systemd,
+    /// Signal PID 1 the way busybox init (LinuxKit) wants: SIGUSR2 powers off, SIGTERM reboots.
+    Pid1Signal,
+    /// `sync(2)` then `reboot(2)`: no init involved (appliances where the agent is in charge).
+    Syscall,
+    /// Run `halt_command` / `reboot_command`.
+    Command,
+    /// Report success and do nothing (tests, or an init that watches guestinfo itself).
+    None,
+}
+
+/// `[power]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PowerConfig {
+    /// How to halt and reboot.
+    pub method: PowerMethod,
+    /// argv for halt with `method = "command"`.
+    pub halt_command: Vec<String>,
+    /// argv for reboot with `method = "command"`.
+    pub reboot_command: Vec<String>,
+    /// The process `pid1-signal` signals (1 but in tests).
+    pub pid1: i32,
+    /// Where the default scripts live (vmtoolsd's `/etc/vmware-tools`).
+    pub scripts_dir: PathBuf,
+    /// Script for halt and reboot; `Some("")` runs none; `None` uses `poweroff-vm-default`.
+    pub poweroff_script: Option<String>,
+    /// Script for power on (`poweron-vm-default`).
+    pub poweron_script: Option<String>,
+    /// Script for resume (`resume-vm-default`).
+    pub resume_script: Option<String>,
+    /// Script for suspend (`suspend-vm-default`).
+    pub suspend_script: Option<String>,
+}
+
+impl Default for PowerConfig {
+    fn default() -> Self {
+        PowerConfig {
+            method: PowerMethod::Systemd,
+            halt_command: vec!["/sbin/poweroff".into()],
+            reboot_command: vec!["/sbin/reboot".into()],
+            pid1: 1,
+            scripts_dir: PathBuf::from("/etc/vmware-tools"),
+            poweroff_script: None,
+            poweron_script: None,
+            resume_script: None,
+            suspend_script: None,
+        }
+    }
+}
+
+/// `[guestinfo]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestInfoConfig {
+    /// Interface name patterns not reported.
+    pub exclude_nics: Vec<String>,
+    /// At most this many NICs (16 is the protocol's limit).
+    pub max_nics: usize,
+    /// Seconds between checks for changes.
+    pub interval_secs: u64,
+}
+
+impl Default for GuestInfoConfig {
+    fn default() -> Self {
+        GuestInfoConfig {
+            exclude_nics: DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect(),
+            max_nics: crate::xdr::MAX_NICS,
+            interval_secs: 30,
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Transport, as `--transport` takes it.
+    #[serde(deserialize_with = "de_transport")]
+    pub transport: Transport,
+    /// Log level.
+    pub log_level: String,
+    /// Power operations.
+    pub power: PowerConfig,
+    /// Guest info.
+    pub guestinfo: GuestInfoConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            transport: Transport::Auto,
+            log_level: "info".into(),
+            power: PowerConfig::default(),
+            guestinfo: GuestInfoConfig::default(),
+        }
+    }
+}
+
+fn de_transport<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Transport, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, or not ours.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// Parsed but inconsistent.
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Parses TOML text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_string(),
+        })?;
+        let invalid = |m: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: m.to_string(),
+        };
+        if c.log_level.parse::<tracing::Level>().is_err() {
+            return Err(invalid(&format!("log_level {:?} is not one of error, warn, info, debug, trace", c.log_level)));
+        }
+        if c.power.method == PowerMethod::Command && (c.power.halt_command.is_empty() || c.power.reboot_command.is_empty()) {
+            return Err(invalid("power.method = \"command\" needs halt_command and reboot_command"));
+        }
+        if c.guestinfo.interval_secs == 0 {
+            return Err(invalid("guestinfo.interval_secs must be at least 1"));
+        }
+        Ok(c)
+    }
+
+    /// Loads `path`, or [`DEFAULT_PATH`] when it exists, or the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_owned(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("t.toml"))
+    }
+
+    #[test]
+    fn empty_is_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file() {
+        let c = parse(
+            "transport = \"unix:/run/x\"\nlog_level = \"debug\"\n[power]\nmethod = \"pid1-signal\"\npid1 = 42\n\
+             [guestinfo]\nexclude_nics = [\"eth9\"]\ninterval_secs = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.transport, Transport::Unix("/run/x".into()));
+        assert_eq!((c.power.method, c.power.pid1), (PowerMethod::Pid1Signal, 42));
+        assert_eq!(c.guestinfo.exclude_nics, vec!["eth9"]);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_bad_values_and_inconsistencies() {
+        for bad in [
+            "trasnport = \"auto\"",
+            "transport = \"tcp\"",
+            "log_level = \"loud\"",
+            "[power]\nmethod = \"magic\"",
+            "[power]\nmethod = \"command\"\nhalt_command = []",
+            "[guestinfo]\ninterval_secs = 0",
+            "[guestinfo\n",
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with("config t.toml: "), "{bad}: {e}");
+        }
+    }
+}

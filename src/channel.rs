@@ -14,9 +14,9 @@ use toolbox_rpc::backdoor::Backdoor;
 use toolbox_rpc::message::{MessageChannel, Protocol};
 use toolbox_rpc::model::VmxModel;
 use toolbox_rpc::packet::{body_len, Packet};
+use toolbox_rpc::port::PortBackdoor;
 use toolbox_rpc::rpci::{parse_reply, RpciError};
 use toolbox_rpc::stream::StreamError;
-use toolbox_rpc::port::PortBackdoor;
 use toolbox_rpc::transport::{connect_unix, TransportError, RPCI_SOCKET, TCLO_SOCKET};
 use toolbox_rpc::{vsock, Transport};
 
@@ -52,10 +52,14 @@ impl<R: tokio::io::AsyncRead + Unpin> PacketReader<R> {
                 }
                 self.buf.reserve(total - self.buf.len());
             }
-            let n = self.inner.read_buf(&mut self.buf).await.map_err(|source| StreamError::Io {
-                what: "reading packet",
-                source,
-            })?;
+            let n = self
+                .inner
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|source| StreamError::Io {
+                    what: "reading packet",
+                    source,
+                })?;
             if n == 0 {
                 if self.buf.is_empty() {
                     return Err(StreamError::Closed);
@@ -75,10 +79,12 @@ impl<R: tokio::io::AsyncRead + Unpin> PacketReader<R> {
 
 /// Writes one packet.
 pub async fn write_packet(w: &mut OwnedWriteHalf, p: &Packet) -> Result<(), StreamError> {
-    w.write_all(&p.encode()).await.map_err(|source| StreamError::Io {
-        what: "sending packet",
-        source,
-    })
+    w.write_all(&p.encode())
+        .await
+        .map_err(|source| StreamError::Io {
+            what: "sending packet",
+            source,
+        })
 }
 
 /// The TCLO side.
@@ -109,7 +115,9 @@ impl RpciConn {
     pub async fn call(&mut self, request: &[u8]) -> Result<Vec<u8>, RpciError> {
         let raw = match self {
             RpciConn::Stream { reader, writer } => {
-                write_packet(writer, &Packet::data(request)).await.map_err(TransportError::from)?;
+                write_packet(writer, &Packet::data(request))
+                    .await
+                    .map_err(TransportError::from)?;
                 reader.next().await.map_err(TransportError::from)?.payload
             }
             RpciConn::Backdoor(chan) => chan.call(request).map_err(TransportError::from)?,
@@ -135,22 +143,37 @@ pub enum Connector {
 fn into_tokio(s: std::os::unix::net::UnixStream) -> Result<UnixStream, TransportError> {
     s.set_nonblocking(true)
         .and_then(|()| UnixStream::from_std(s))
-        .map_err(|source| TransportError::Stream(StreamError::Io { what: "registering socket", source }))
+        .map_err(|source| {
+            TransportError::Stream(StreamError::Io {
+                what: "registering socket",
+                source,
+            })
+        })
 }
 
 impl Connector {
     fn backdoor(&self, protocol: Protocol) -> Result<BackdoorChannel, TransportError> {
         let bd: Box<dyn Backdoor + Send> = match self {
             Connector::Model(m) => Box::new(m.port()),
-            Connector::Transport { assume_vmware, .. } => Box::new(PortBackdoor::open(*assume_vmware)?),
+            Connector::Transport { assume_vmware, .. } => {
+                Box::new(PortBackdoor::open(*assume_vmware)?)
+            }
         };
         Ok(MessageChannel::open(bd, protocol)?)
     }
 
-    fn stream(&self, socket: &str, port: u32, protocol: Protocol) -> Result<Option<UnixStream>, TransportError> {
+    fn stream(
+        &self,
+        socket: &str,
+        port: u32,
+        protocol: Protocol,
+    ) -> Result<Option<UnixStream>, TransportError> {
         match self {
             Connector::Model(_) => Ok(None),
-            Connector::Transport { transport, assume_vmware } => match transport {
+            Connector::Transport {
+                transport,
+                assume_vmware,
+            } => match transport {
                 Transport::Unix(dir) => Ok(Some(into_tokio(connect_unix(dir, socket)?)?)),
                 Transport::Vsock => Ok(Some(into_tokio(vsock::connect_host(port)?)?)),
                 Transport::Backdoor => Ok(None),

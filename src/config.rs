@@ -176,10 +176,17 @@ impl Config {
             message: m.to_string(),
         };
         if c.log_level.parse::<tracing::Level>().is_err() {
-            return Err(invalid(&format!("log_level {:?} is not one of error, warn, info, debug, trace", c.log_level)));
+            return Err(invalid(&format!(
+                "log_level {:?} is not one of error, warn, info, debug, trace",
+                c.log_level
+            )));
         }
-        if c.power.method == PowerMethod::Command && (c.power.halt_command.is_empty() || c.power.reboot_command.is_empty()) {
-            return Err(invalid("power.method = \"command\" needs halt_command and reboot_command"));
+        if c.power.method == PowerMethod::Command
+            && (c.power.halt_command.is_empty() || c.power.reboot_command.is_empty())
+        {
+            return Err(invalid(
+                "power.method = \"command\" needs halt_command and reboot_command",
+            ));
         }
         if c.guestinfo.interval_secs == 0 {
             return Err(invalid("guestinfo.interval_secs must be at least 1"));
@@ -195,7 +202,9 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::parse(&text, &path),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Config::default())
+            }
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
@@ -222,7 +231,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.transport, Transport::Unix("/run/x".into()));
-        assert_eq!((c.power.method, c.power.pid1), (PowerMethod::Pid1Signal, 42));
+        assert_eq!(
+            (c.power.method, c.power.pid1),
+            (PowerMethod::Pid1Signal, 42)
+        );
         assert_eq!(c.guestinfo.exclude_nics, vec!["eth9"]);
     }
 

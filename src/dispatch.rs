@@ -65,16 +65,27 @@ pub struct Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<String> = self.handlers.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+        let mut names: Vec<String> = self
+            .handlers
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
         names.sort();
-        f.debug_struct("Dispatcher").field("handlers", &names).finish()
+        f.debug_struct("Dispatcher")
+            .field("handlers", &names)
+            .finish()
     }
 }
 
 impl Dispatcher {
     /// Adds or replaces the handler for `name`.
-    pub fn register(&mut self, name: &str, handler: impl Fn(&Context, &[u8]) -> Reply + Send + Sync + 'static) {
-        self.handlers.insert(name.as_bytes().to_vec(), Arc::new(handler));
+    pub fn register(
+        &mut self,
+        name: &str,
+        handler: impl Fn(&Context, &[u8]) -> Reply + Send + Sync + 'static,
+    ) {
+        self.handlers
+            .insert(name.as_bytes().to_vec(), Arc::new(handler));
     }
 
     /// True when `name` has a handler.
@@ -113,7 +124,10 @@ mod tests {
 
     #[test]
     fn splits_name_and_arguments() {
-        assert_eq!(split_request(b"Set_Option broadcastIP 1"), (&b"Set_Option"[..], &b"broadcastIP 1"[..]));
+        assert_eq!(
+            split_request(b"Set_Option broadcastIP 1"),
+            (&b"Set_Option"[..], &b"broadcastIP 1"[..])
+        );
         assert_eq!(split_request(b"reset\0"), (&b"reset"[..], &b""[..]));
         assert_eq!(split_request(b"ping"), (&b"ping"[..], &b""[..]));
         assert_eq!(split_request(b""), (&b""[..], &b""[..]));
@@ -123,6 +137,9 @@ mod tests {
     fn wire_form() {
         assert_eq!(Reply::ok("ATR toolbox").to_wire(), b"OK ATR toolbox");
         assert_eq!(Reply::ok("").to_wire(), b"OK ");
-        assert_eq!(Reply::error(UNKNOWN_COMMAND).to_wire(), b"ERROR Unknown Command");
+        assert_eq!(
+            Reply::error(UNKNOWN_COMMAND).to_wire(),
+            b"ERROR Unknown Command"
+        );
     }
 }

@@ -83,7 +83,13 @@ impl Snapshot {
     /// The address `Set_Option broadcastIP` reports: the first IPv4 address of the reported
     /// NICs, else the first global IPv6 one.
     pub fn primary_ip(&self) -> Option<IpAddr> {
-        let all = || self.nic_info.nics.iter().flat_map(|n| n.ips.iter()).filter_map(|e| e.addr.ip());
+        let all = || {
+            self.nic_info
+                .nics
+                .iter()
+                .flat_map(|n| n.ips.iter())
+                .filter_map(|e| e.addr.ip())
+        };
         all()
             .find(|ip| ip.is_ipv4() && !ip.is_loopback())
             .or_else(|| all().find(|ip| matches!(ip, IpAddr::V6(a) if !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80)))
@@ -193,7 +199,11 @@ pub fn parse_route(text: &str) -> Vec<ProcRoute> {
             if f.len() < 8 {
                 return None;
             }
-            let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.swap_bytes()));
+            let hex = |s: &str| {
+                u32::from_str_radix(s, 16)
+                    .ok()
+                    .map(|v| Ipv4Addr::from(v.swap_bytes()))
+            };
             let flags = u32::from_str_radix(f[3], 16).ok()?;
             if flags & RTF_UP == 0 {
                 return None;
@@ -218,7 +228,11 @@ pub fn parse_ipv6_route(text: &str) -> Vec<ProcRoute> {
             if f.len() < 10 {
                 return None;
             }
-            let addr = |s: &str| u128::from_str_radix(s, 16).ok().map(|v| IpAddr::V6(Ipv6Addr::from(v)));
+            let addr = |s: &str| {
+                u128::from_str_radix(s, 16)
+                    .ok()
+                    .map(|v| IpAddr::V6(Ipv6Addr::from(v)))
+            };
             let flags = u32::from_str_radix(f[8], 16).ok()?;
             if flags & RTF_UP == 0 || f[9] == "lo" {
                 return None;
@@ -227,7 +241,11 @@ pub fn parse_ipv6_route(text: &str) -> Vec<ProcRoute> {
                 ifname: f[9].to_string(),
                 dest: addr(f[0])?,
                 prefix_len: u32::from_str_radix(f[1], 16).ok()?,
-                gateway: if flags & RTF_GATEWAY != 0 { Some(addr(f[4])?) } else { None },
+                gateway: if flags & RTF_GATEWAY != 0 {
+                    Some(addr(f[4])?)
+                } else {
+                    None
+                },
                 metric: u32::from_str_radix(f[5], 16).ok()?,
             })
         })
@@ -241,7 +259,10 @@ pub fn parse_resolv_conf(text: &str) -> DnsConfig {
         let mut w = line.split_whitespace();
         match w.next() {
             Some("nameserver") => {
-                if let Some(ip) = w.next().and_then(|s| s.split('%').next()?.parse::<IpAddr>().ok()) {
+                if let Some(ip) = w
+                    .next()
+                    .and_then(|s| s.split('%').next()?.parse::<IpAddr>().ok())
+                {
                     dns.servers.push(ip.into());
                 }
             }
@@ -295,8 +316,20 @@ pub fn os_short_name(distro: &str, version_id: &str, kernel_release: &str, bits6
         ("almalinux", &|| "almaLinux".into()),
         ("amazon", &|| format!("amazonlinux{}", version.max(2))),
         ("arch", &|| "Arch".into()),
-        ("centos", &|| if version < 6 { "centos".into() } else { with("centos") }),
-        ("debian", &|| if version <= 4 { "debian4".into() } else { with("debian") }),
+        ("centos", &|| {
+            if version < 6 {
+                "centos".into()
+            } else {
+                with("centos")
+            }
+        }),
+        ("debian", &|| {
+            if version <= 4 {
+                "debian4".into()
+            } else {
+                with("debian")
+            }
+        }),
         ("red hat", &|| {
             if !lower.contains("enterprise") {
                 "redhat".into()
@@ -310,7 +343,13 @@ pub fn os_short_name(distro: &str, version_id: &str, kernel_release: &str, bits6
         ("flatcar", &|| "flatcar".into()),
         ("gentoo", &|| "Gentoo".into()),
         ("opensuse", &|| "opensuse".into()),
-        ("oracle", &|| if version == 0 { "oraclelinux".into() } else { with("oraclelinux") }),
+        ("oracle", &|| {
+            if version == 0 {
+                "oraclelinux".into()
+            } else {
+                with("oraclelinux")
+            }
+        }),
         ("rocky linux", &|| "rockyLinux".into()),
         ("suse", &|| with("sles")),
         ("ubuntu", &|| "ubuntu".into()),
@@ -376,7 +415,12 @@ fn links() -> Vec<Link> {
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let p = Path::new("/sys/class/net").join(&name);
-        let get = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default().trim().to_string();
+        let get = |f: &str| {
+            std::fs::read_to_string(p.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
         let flags = u32::from_str_radix(get("flags").trim_start_matches("0x"), 16).unwrap_or(0);
         out.push(Link {
             index: get("ifindex").parse().unwrap_or(u32::MAX),
@@ -413,17 +457,32 @@ fn ipv4_addrs() -> Vec<Addr> {
 
 /// Builds NIC info from the parts, as vmtoolsd does: NICs with a hardware address, in kernel
 /// order, filtered; their addresses; routes through them (indexed into the NIC list); DNS.
-pub fn build_nic_info(links: &[Link], addrs: &[Addr], routes: &[ProcRoute], dns: Option<DnsConfig>, filter: &NicFilter) -> NicInfo {
+pub fn build_nic_info(
+    links: &[Link],
+    addrs: &[Addr],
+    routes: &[ProcRoute],
+    dns: Option<DnsConfig>,
+    filter: &NicFilter,
+) -> NicInfo {
     let mut info = NicInfo::default();
     let mut names = Vec::new();
     for l in links {
         if info.nics.len() >= filter.max_nics.min(xdr::MAX_NICS) {
             break;
         }
-        if l.loopback || l.mac.is_empty() || l.mac == "00:00:00:00:00:00" || filter.excludes(&l.name) {
+        if l.loopback
+            || l.mac.is_empty()
+            || l.mac == "00:00:00:00:00:00"
+            || filter.excludes(&l.name)
+        {
             continue;
         }
-        let ips: Vec<IpEntry> = addrs.iter().filter(|a| a.ifname == l.name).map(|a| a.entry.clone()).take(xdr::MAX_IPS).collect();
+        let ips: Vec<IpEntry> = addrs
+            .iter()
+            .filter(|a| a.ifname == l.name)
+            .map(|a| a.entry.clone())
+            .take(xdr::MAX_IPS)
+            .collect();
         info.nics.push(Nic {
             mac: l.mac.clone(),
             ips,
@@ -443,7 +502,11 @@ pub fn build_nic_info(links: &[Link], addrs: &[Addr], routes: &[ProcRoute], dns:
             prefix_len: r.prefix_len,
             next_hop: r.gateway.map(TypedIp::from),
             if_index: i as u32,
-            kind: if r.gateway.is_some() { xdr::route_type::REMOTE } else { xdr::route_type::LOCAL },
+            kind: if r.gateway.is_some() {
+                xdr::route_type::REMOTE
+            } else {
+                xdr::route_type::LOCAL
+            },
             metric: r.metric,
         });
     }
@@ -460,7 +523,9 @@ pub fn gather(filter: &NicFilter) -> Snapshot {
     routes.extend(parse_ipv6_route(&read("/proc/net/ipv6_route")));
     let uts = nix::sys::utsname::uname().ok();
     let uts_field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
-        uts.as_ref().map(|u| f(u).to_string_lossy().into_owned()).unwrap_or_default()
+        uts.as_ref()
+            .map(|u| f(u).to_string_lossy().into_owned())
+            .unwrap_or_default()
     };
     let node = uts_field(|u| u.nodename());
     let release = uts_field(|u| u.release());
@@ -485,11 +550,26 @@ pub fn gather(filter: &NicFilter) -> Snapshot {
     let get = |k: &str| os.get(k).cloned().unwrap_or_default();
     let pretty = {
         let p = get("PRETTY_NAME");
-        if p.is_empty() { get("NAME") } else { p }
+        if p.is_empty() {
+            get("NAME")
+        } else {
+            p
+        }
     };
-    let bits64 = matches!(machine.as_str(), "x86_64" | "aarch64" | "ppc64le" | "s390x" | "riscv64");
-    let arch = if machine.starts_with("aarch") || machine.starts_with("arm") { "Arm" } else { "X86" };
-    let distro_name = if get("NAME").is_empty() { "Linux".to_string() } else { get("NAME") };
+    let bits64 = matches!(
+        machine.as_str(),
+        "x86_64" | "aarch64" | "ppc64le" | "s390x" | "riscv64"
+    );
+    let arch = if machine.starts_with("aarch") || machine.starts_with("arm") {
+        "Arm"
+    } else {
+        "X86"
+    };
+    let distro_name = if get("NAME").is_empty() {
+        "Linux".to_string()
+    } else {
+        get("NAME")
+    };
     let os_detailed = detailed_data(&[
         ("architecture", arch),
         ("bitness", if bits64 { "64" } else { "32" }),
@@ -568,13 +648,21 @@ pub enum NicMethod {
 
 impl NicMethod {
     /// All, in fallback order.
-    pub const ALL: [NicMethod; 3] = [NicMethod::V3AsType10, NicMethod::V3AsType9, NicMethod::V2AsType9];
+    pub const ALL: [NicMethod; 3] = [
+        NicMethod::V3AsType10,
+        NicMethod::V3AsType9,
+        NicMethod::V2AsType9,
+    ];
 
     /// The request for `info`.
     pub fn request(self, info: &NicInfo) -> Vec<u8> {
         match self {
-            NicMethod::V3AsType10 => set_guest_info_raw(info_type::IPADDRESS_V3, &info.encode_v3(xdr::MAX_IPS)),
-            NicMethod::V3AsType9 => set_guest_info_raw(info_type::IPADDRESS_V2, &info.encode_v3(xdr::V2_MAX_IPS)),
+            NicMethod::V3AsType10 => {
+                set_guest_info_raw(info_type::IPADDRESS_V3, &info.encode_v3(xdr::MAX_IPS))
+            }
+            NicMethod::V3AsType9 => {
+                set_guest_info_raw(info_type::IPADDRESS_V2, &info.encode_v3(xdr::V2_MAX_IPS))
+            }
             NicMethod::V2AsType9 => set_guest_info_raw(info_type::IPADDRESS_V2, &info.encode_v2()),
         }
     }
@@ -584,14 +672,26 @@ impl NicMethod {
 /// for change detection. Uptime comes last and changes every time.
 pub fn other_messages(s: &Snapshot) -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("hostname", set_guest_info(info_type::DNS_NAME, &s.host_name)),
+        (
+            "hostname",
+            set_guest_info(info_type::DNS_NAME, &s.host_name),
+        ),
         (
             "os-detailed",
-            set_guest_info_raw(info_type::OS_DETAILED, &os_detailed_payload(&s.os_short, &s.os_full, &s.os_detailed)),
+            set_guest_info_raw(
+                info_type::OS_DETAILED,
+                &os_detailed_payload(&s.os_short, &s.os_full, &s.os_detailed),
+            ),
         ),
-        ("os-full", set_guest_info(info_type::OS_NAME_FULL, &s.os_full)),
+        (
+            "os-full",
+            set_guest_info(info_type::OS_NAME_FULL, &s.os_full),
+        ),
         ("os-short", set_guest_info(info_type::OS_NAME, &s.os_short)),
-        ("uptime", set_guest_info(info_type::UPTIME, &s.uptime_centis.to_string())),
+        (
+            "uptime",
+            set_guest_info(info_type::UPTIME, &s.uptime_centis.to_string()),
+        ),
     ]
 }
 
@@ -611,7 +711,8 @@ mod tests {
 
     #[test]
     fn parses_proc_route() {
-        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let t =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                  eth0\t00000000\t0100A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
                  eth0\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                  eth1\t0000000A\t00000000\t0000\t0\t0\t0\t000000FF\t0\t0\t0\n";
@@ -632,7 +733,10 @@ mod tests {
         let r = parse_ipv6_route(t);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].dest, "fd00::".parse::<IpAddr>().unwrap());
-        assert_eq!((r[0].prefix_len, r[0].metric, r[0].gateway), (64, 256, None));
+        assert_eq!(
+            (r[0].prefix_len, r[0].metric, r[0].gateway),
+            (64, 256, None)
+        );
         assert_eq!(r[1].gateway, Some("fd00::1".parse().unwrap()));
         assert_eq!(r[1].metric, 1024);
     }
@@ -645,14 +749,22 @@ mod tests {
         let a = parse_if_inet6(t);
         assert_eq!(a.len(), 3);
         assert_eq!(a[0].entry.origin, Some(xdr::origin::LINKLAYER));
-        assert_eq!((a[1].entry.origin, a[1].entry.status), (Some(xdr::origin::MANUAL), Some(xdr::status::PREFERRED)));
+        assert_eq!(
+            (a[1].entry.origin, a[1].entry.status),
+            (Some(xdr::origin::MANUAL), Some(xdr::status::PREFERRED))
+        );
         assert_eq!(a[1].entry.prefix_len, 64);
-        assert_eq!((a[2].entry.origin, a[2].entry.status), (Some(xdr::origin::RANDOM), Some(xdr::status::TENTATIVE)));
+        assert_eq!(
+            (a[2].entry.origin, a[2].entry.status),
+            (Some(xdr::origin::RANDOM), Some(xdr::status::TENTATIVE))
+        );
     }
 
     #[test]
     fn parses_resolv_conf() {
-        let d = parse_resolv_conf("# x\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch a.example b.example\n");
+        let d = parse_resolv_conf(
+            "# x\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch a.example b.example\n",
+        );
         assert_eq!(d.servers.len(), 2);
         assert_eq!(d.servers[0].ip(), Some("10.0.0.2".parse().unwrap()));
         assert_eq!(d.servers[1].ip(), Some("fe80::1".parse().unwrap()));
@@ -661,12 +773,30 @@ mod tests {
 
     #[test]
     fn short_names() {
-        assert_eq!(os_short_name("Debian GNU/Linux 12 (bookworm)", "12", "6.1.0", true), "debian12-64");
-        assert_eq!(os_short_name("Ubuntu 22.04.4 LTS", "22.04", "5.15.0", true), "ubuntu-64");
-        assert_eq!(os_short_name("Red Hat Enterprise Linux 9.3 (Plow)", "9.3", "5.14", true), "rhel9-64");
-        assert_eq!(os_short_name("CentOS Linux 7 (Core)", "7", "3.10", true), "centos7-64");
-        assert_eq!(os_short_name("VMware Photon OS/Linux", "5.0", "6.1", true), "vmware-photon-64");
-        assert_eq!(os_short_name("LinuxKit/Linux", "", "6.6.13-linuxkit", true), "other6xlinux-64");
+        assert_eq!(
+            os_short_name("Debian GNU/Linux 12 (bookworm)", "12", "6.1.0", true),
+            "debian12-64"
+        );
+        assert_eq!(
+            os_short_name("Ubuntu 22.04.4 LTS", "22.04", "5.15.0", true),
+            "ubuntu-64"
+        );
+        assert_eq!(
+            os_short_name("Red Hat Enterprise Linux 9.3 (Plow)", "9.3", "5.14", true),
+            "rhel9-64"
+        );
+        assert_eq!(
+            os_short_name("CentOS Linux 7 (Core)", "7", "3.10", true),
+            "centos7-64"
+        );
+        assert_eq!(
+            os_short_name("VMware Photon OS/Linux", "5.0", "6.1", true),
+            "vmware-photon-64"
+        );
+        assert_eq!(
+            os_short_name("LinuxKit/Linux", "", "6.6.13-linuxkit", true),
+            "other6xlinux-64"
+        );
         assert_eq!(os_short_name("", "", "5.10.0", false), "other5xlinux");
         assert_eq!(os_short_name("", "", "4.19.0", true), "other4xlinux-64");
     }
@@ -697,7 +827,12 @@ mod tests {
 
     #[test]
     fn nics_are_filtered_and_routes_indexed() {
-        let link = |name: &str, index, mac: &str| Link { name: name.into(), index, mac: mac.into(), loopback: name == "lo" };
+        let link = |name: &str, index, mac: &str| Link {
+            name: name.into(),
+            index,
+            mac: mac.into(),
+            loopback: name == "lo",
+        };
         let links = vec![
             link("lo", 1, "00:00:00:00:00:00"),
             link("eth0", 2, "00:50:56:00:00:01"),
@@ -706,17 +841,44 @@ mod tests {
         ];
         let addr = |ifname: &str, ip: &str| Addr {
             ifname: ifname.into(),
-            entry: IpEntry { addr: ip.parse::<IpAddr>().unwrap().into(), prefix_len: 24, origin: None, status: None },
+            entry: IpEntry {
+                addr: ip.parse::<IpAddr>().unwrap().into(),
+                prefix_len: 24,
+                origin: None,
+                status: None,
+            },
         };
-        let addrs = vec![addr("eth1", "10.0.1.5"), addr("docker0", "172.17.0.1"), addr("eth0", "10.0.0.5")];
-        let route = |ifname: &str| ProcRoute { ifname: ifname.into(), dest: "0.0.0.0".parse().unwrap(), prefix_len: 0, gateway: None, metric: 0 };
-        let info = build_nic_info(&links, &addrs, &[route("eth1"), route("docker0")], None, &NicFilter::default());
+        let addrs = vec![
+            addr("eth1", "10.0.1.5"),
+            addr("docker0", "172.17.0.1"),
+            addr("eth0", "10.0.0.5"),
+        ];
+        let route = |ifname: &str| ProcRoute {
+            ifname: ifname.into(),
+            dest: "0.0.0.0".parse().unwrap(),
+            prefix_len: 0,
+            gateway: None,
+            metric: 0,
+        };
+        let info = build_nic_info(
+            &links,
+            &addrs,
+            &[route("eth1"), route("docker0")],
+            None,
+            &NicFilter::default(),
+        );
         assert_eq!(info.nics.len(), 2);
         assert_eq!(info.nics[0].mac, "00:50:56:00:00:01");
-        assert_eq!(info.nics[1].ips[0].addr.ip(), Some("10.0.1.5".parse().unwrap()));
+        assert_eq!(
+            info.nics[1].ips[0].addr.ip(),
+            Some("10.0.1.5".parse().unwrap())
+        );
         assert_eq!(info.routes.len(), 1);
         assert_eq!(info.routes[0].if_index, 1);
-        let snap = Snapshot { nic_info: info, ..Snapshot::default() };
+        let snap = Snapshot {
+            nic_info: info,
+            ..Snapshot::default()
+        };
         assert_eq!(snap.primary_ip(), Some("10.0.0.5".parse().unwrap()));
     }
 }

@@ -15,4 +15,5 @@ pub mod dispatch;
 pub mod guestinfo;
 pub mod power;
 pub mod service;
+pub mod sim;
 pub mod xdr;

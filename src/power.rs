@@ -64,7 +64,11 @@ impl StateChange {
             Some(s) if s.is_empty() => None,
             Some(s) => {
                 let p = PathBuf::from(s);
-                Some(if p.is_absolute() { p } else { c.scripts_dir.join(p) })
+                Some(if p.is_absolute() {
+                    p
+                } else {
+                    c.scripts_dir.join(p)
+                })
             }
             None => {
                 let p = c.scripts_dir.join(self.default_script());
@@ -104,7 +108,11 @@ fn start(ctx: &Context, change: StateChange) -> Reply {
 
 async fn run_script(path: &PathBuf) -> bool {
     info!(script = %path.display(), "running state change script");
-    match tokio::process::Command::new(path).stdin(std::process::Stdio::null()).status().await {
+    match tokio::process::Command::new(path)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+    {
         Ok(s) if s.success() => true,
         Ok(s) => {
             warn!(script = %path.display(), status = %s, "state change script failed");
@@ -132,7 +140,12 @@ async fn run(ctx: &Context, change: StateChange) {
             st.last_failed = Some(change);
         }
     }
-    let mut msg = format!("tools.os.statechange.status {} {}", u32::from(success), change as u32).into_bytes();
+    let mut msg = format!(
+        "tools.os.statechange.status {} {}",
+        u32::from(success),
+        change as u32
+    )
+    .into_bytes();
     msg.push(0);
     if let Err(e) = ctx.rpci(&msg).await {
         warn!(error = %e, "sending the state change status");
@@ -168,18 +181,27 @@ pub enum PowerError {
 
 async fn run_program(argv: &[String]) -> Result<(), PowerError> {
     let Some((prog, args)) = argv.split_first() else {
-        return Err(PowerError::Program { program: String::new(), why: "empty command".into() });
+        return Err(PowerError::Program {
+            program: String::new(),
+            why: "empty command".into(),
+        });
     };
     let status = tokio::process::Command::new(prog)
         .args(args)
         .stdin(std::process::Stdio::null())
         .status()
         .await
-        .map_err(|e| PowerError::Program { program: prog.clone(), why: e.to_string() })?;
+        .map_err(|e| PowerError::Program {
+            program: prog.clone(),
+            why: e.to_string(),
+        })?;
     if status.success() {
         Ok(())
     } else {
-        Err(PowerError::Program { program: prog.clone(), why: status.to_string() })
+        Err(PowerError::Program {
+            program: prog.clone(),
+            why: status.to_string(),
+        })
     }
 }
 
@@ -187,21 +209,48 @@ async fn run_program(argv: &[String]) -> Result<(), PowerError> {
 pub async fn act(cfg: &PowerConfig, reboot: bool) -> Result<(), PowerError> {
     info!(method = ?cfg.method, reboot, "initiating {}", if reboot { "reboot" } else { "halt" });
     match cfg.method {
-        PowerMethod::Systemd => run_program(&["systemctl".into(), if reboot { "reboot" } else { "poweroff" }.into()]).await,
-        PowerMethod::Command => run_program(if reboot { &cfg.reboot_command } else { &cfg.halt_command }).await,
+        PowerMethod::Systemd => {
+            run_program(&[
+                "systemctl".into(),
+                if reboot { "reboot" } else { "poweroff" }.into(),
+            ])
+            .await
+        }
+        PowerMethod::Command => {
+            run_program(if reboot {
+                &cfg.reboot_command
+            } else {
+                &cfg.halt_command
+            })
+            .await
+        }
         PowerMethod::Pid1Signal => {
             use nix::sys::signal::{kill, Signal};
             // busybox init: SIGUSR2 powers off, SIGTERM reboots (LinuxKit's init).
-            let sig = if reboot { Signal::SIGTERM } else { Signal::SIGUSR2 };
-            kill(nix::unistd::Pid::from_raw(cfg.pid1), sig).map_err(|errno| PowerError::Sys { call: "kill", errno })
+            let sig = if reboot {
+                Signal::SIGTERM
+            } else {
+                Signal::SIGUSR2
+            };
+            kill(nix::unistd::Pid::from_raw(cfg.pid1), sig).map_err(|errno| PowerError::Sys {
+                call: "kill",
+                errno,
+            })
         }
         PowerMethod::Syscall => {
             use nix::sys::reboot::{reboot as sys_reboot, RebootMode};
             nix::unistd::sync();
-            let mode = if reboot { RebootMode::RB_AUTOBOOT } else { RebootMode::RB_POWER_OFF };
+            let mode = if reboot {
+                RebootMode::RB_AUTOBOOT
+            } else {
+                RebootMode::RB_POWER_OFF
+            };
             match sys_reboot(mode) {
                 Ok(never) => match never {},
-                Err(errno) => Err(PowerError::Sys { call: "reboot", errno }),
+                Err(errno) => Err(PowerError::Sys {
+                    call: "reboot",
+                    errno,
+                }),
             }
         }
         PowerMethod::None => Ok(()),

@@ -115,7 +115,9 @@ impl Context {
                     if self.shared.trace {
                         let name = toolbox_rpc::rpci::command_name(request);
                         match &other {
-                            Ok(r) => info!(request = %name, len = request.len(), reply_len = r.len(), "rpci ok"),
+                            Ok(r) => {
+                                info!(request = %name, len = request.len(), reply_len = r.len(), "rpci ok")
+                            }
                             Err(e) => info!(request = %name, error = %e, "rpci failed"),
                         }
                     }
@@ -123,7 +125,9 @@ impl Context {
                 }
             }
         }
-        Err(RpciError::Transport(last.unwrap_or(TransportError::Stream(StreamError::Closed))))
+        Err(RpciError::Transport(
+            last.unwrap_or(TransportError::Stream(StreamError::Closed)),
+        ))
     }
 
     /// Runs `fut` on the service's runtime, off the request path.
@@ -170,7 +174,9 @@ impl Context {
                         warn!(error = %e, "sending NIC info");
                         break;
                     }
-                    Err(e) => debug!(method = ?m, error = %e, "NIC info refused, trying the next form"),
+                    Err(e) => {
+                        debug!(method = ?m, error = %e, "NIC info refused, trying the next form")
+                    }
                 }
             }
             if ok {
@@ -257,7 +263,11 @@ impl ServiceBuilder {
     }
 
     /// Adds or replaces a TCLO handler.
-    pub fn handler(mut self, name: &str, h: impl Fn(&Context, &[u8]) -> Reply + Send + Sync + 'static) -> Self {
+    pub fn handler(
+        mut self,
+        name: &str,
+        h: impl Fn(&Context, &[u8]) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         self.dispatcher.register(name, h);
         self
     }
@@ -361,7 +371,11 @@ impl Service {
         info!("stopped");
     }
 
-    async fn stream_session(&self, s: tokio::net::UnixStream, stop: &mut watch::Receiver<bool>) -> Result<Ended, SessionError> {
+    async fn stream_session(
+        &self,
+        s: tokio::net::UnixStream,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Ended, SessionError> {
         debug!("TCLO stream connected");
         let (r, mut w) = s.into_split();
         let mut reader = PacketReader::new(r);
@@ -394,7 +408,11 @@ impl Service {
         }
     }
 
-    async fn backdoor_session(&self, mut chan: crate::channel::BackdoorChannel, stop: &mut watch::Receiver<bool>) -> Result<Ended, SessionError> {
+    async fn backdoor_session(
+        &self,
+        mut chan: crate::channel::BackdoorChannel,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Ended, SessionError> {
         debug!(id = chan.id(), "TCLO backdoor channel open");
         let mut delay: u32 = 0;
         let mut reply: Vec<u8> = Vec::new();
@@ -481,7 +499,8 @@ async fn register_capabilities(ctx: &Context) {
             warn!(error = %e, "registering capability");
         }
     }
-    let mut msg = format!("tools.set.versiontype {TOOLS_VERSION_UNMANAGED} {TOOLS_TYPE_OVT}").into_bytes();
+    let mut msg =
+        format!("tools.set.versiontype {TOOLS_VERSION_UNMANAGED} {TOOLS_TYPE_OVT}").into_bytes();
     msg.push(0);
     if ctx.rpci(&msg).await.is_err() {
         // Hosts too old for the type: the version alone.
@@ -499,7 +518,10 @@ async fn broadcast_ip(ctx: &Context) {
         .primary_ip()
         .map(|ip| ip.to_string())
         .unwrap_or_else(|| "unknown".into()); // GUESTINFO_IP_UNKNOWN
-    if let Err(e) = ctx.rpci(format!("info-set guestinfo.ip {ip}").as_bytes()).await {
+    if let Err(e) = ctx
+        .rpci(format!("info-set guestinfo.ip {ip}").as_bytes())
+        .await
+    {
         warn!(error = %e, "broadcastIP");
     }
     ctx.send_guest_info(true).await;

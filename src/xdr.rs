@@ -272,7 +272,13 @@ impl Writer {
         self.u32(u32::from(d.enabled));
         self.string(&d.settings, DHCP_MAX_CONFIG_SIZE);
     }
-    fn tail(&mut self, dns: Option<&DnsConfig>, wins: Option<&WinsConfig>, d4: Option<&DhcpConfig>, d6: Option<&DhcpConfig>) {
+    fn tail(
+        &mut self,
+        dns: Option<&DnsConfig>,
+        wins: Option<&WinsConfig>,
+        d4: Option<&DhcpConfig>,
+        d6: Option<&DhcpConfig>,
+    ) {
         self.optional(dns, Self::dns);
         self.optional(wins, Self::wins);
         self.optional(d4, Self::dhcp);
@@ -288,7 +294,12 @@ impl Writer {
             self.optional(ip.origin.as_ref(), |w, v| w.i32(*v));
             self.optional(ip.status.as_ref(), |w, v| w.i32(*v));
         }
-        self.tail(n.dns.as_ref(), n.wins.as_ref(), n.dhcp4.as_ref(), n.dhcp6.as_ref());
+        self.tail(
+            n.dns.as_ref(),
+            n.wins.as_ref(),
+            n.dhcp4.as_ref(),
+            n.dhcp6.as_ref(),
+        );
     }
     fn route(&mut self, r: &Route) {
         self.typed_ip(&r.dest);
@@ -303,7 +314,11 @@ impl Writer {
         let b = s.as_bytes();
         for i in 0..n {
             // Always NUL-terminated within N, as the C structure is.
-            let c = if i + 1 < n { b.get(i).copied().unwrap_or(0) } else { 0 };
+            let c = if i + 1 < n {
+                b.get(i).copied().unwrap_or(0)
+            } else {
+                0
+            };
             self.i32(i32::from(c as i8));
         }
     }
@@ -326,7 +341,12 @@ impl NicInfo {
         for r in routes {
             w.route(r);
         }
-        w.tail(self.dns.as_ref(), self.wins.as_ref(), self.dhcp4.as_ref(), self.dhcp6.as_ref());
+        w.tail(
+            self.dns.as_ref(),
+            self.wins.as_ref(),
+            self.dhcp4.as_ref(),
+            self.dhcp6.as_ref(),
+        );
         w.out
     }
 
@@ -341,7 +361,12 @@ impl NicInfo {
         w.u32(nics.len() as u32);
         for n in nics {
             w.char_array(&n.mac, MAC_LEN);
-            let ips: Vec<&IpEntry> = n.ips.iter().filter(|e| e.addr.ip().is_some()).take(V2_MAX_IPS).collect();
+            let ips: Vec<&IpEntry> = n
+                .ips
+                .iter()
+                .filter(|e| e.addr.ip().is_some())
+                .take(V2_MAX_IPS)
+                .collect();
             w.u32(ips.len() as u32);
             for e in ips {
                 let ip = e.addr.ip().unwrap_or(IpAddr::from([0u8; 4]));
@@ -359,7 +384,11 @@ impl NicInfo {
 fn mask_string(ip: IpAddr, prefix: u32) -> String {
     match ip {
         IpAddr::V4(_) => {
-            let m = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix.min(32)) };
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix.min(32))
+            };
             std::net::Ipv4Addr::from(m).to_string()
         }
         IpAddr::V6(_) => prefix.to_string(),
@@ -424,7 +453,10 @@ impl<'a> Reader<'a> {
         match self.u32(what)? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(XdrError::BadValue { what, value: v.into() }),
+            v => Err(XdrError::BadValue {
+                what,
+                value: v.into(),
+            }),
         }
     }
     fn len(&mut self, what: &'static str, max: usize, item_min: usize) -> Result<usize, XdrError> {
@@ -448,7 +480,11 @@ impl<'a> Reader<'a> {
         let b = self.opaque(what, max)?;
         String::from_utf8(b.to_vec()).map_err(|_| XdrError::NotUtf8(what))
     }
-    fn optional<T>(&mut self, what: &'static str, f: impl FnOnce(&mut Self) -> Result<T, XdrError>) -> Result<Option<T>, XdrError> {
+    fn optional<T>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut Self) -> Result<T, XdrError>,
+    ) -> Result<Option<T>, XdrError> {
         if self.bool(what)? {
             Ok(Some(f(self)?))
         } else {
@@ -462,18 +498,29 @@ impl<'a> Reader<'a> {
         })
     }
     fn dns(&mut self) -> Result<DnsConfig, XdrError> {
-        let host_name = self.optional("dns host name", |r| r.string("dns host name", DNS_MAX_ADDRLEN))?;
-        let domain_name = self.optional("dns domain", |r| r.string("dns domain", DNS_MAX_ADDRLEN))?;
+        let host_name = self.optional("dns host name", |r| {
+            r.string("dns host name", DNS_MAX_ADDRLEN)
+        })?;
+        let domain_name =
+            self.optional("dns domain", |r| r.string("dns domain", DNS_MAX_ADDRLEN))?;
         let n = self.len("dns servers", DNS_MAX_SERVERS, 8)?;
         let servers = (0..n).map(|_| self.typed_ip()).collect::<Result<_, _>>()?;
         let n = self.len("dns search suffixes", DNS_MAX_SUFFIXES, 4)?;
         let search = (0..n)
             .map(|_| self.string("dns search suffix", DNS_MAX_ADDRLEN))
             .collect::<Result<_, _>>()?;
-        Ok(DnsConfig { host_name, domain_name, servers, search })
+        Ok(DnsConfig {
+            host_name,
+            domain_name,
+            servers,
+            search,
+        })
     }
     fn wins(&mut self) -> Result<WinsConfig, XdrError> {
-        Ok(WinsConfig { primary: self.typed_ip()?, secondary: self.typed_ip()? })
+        Ok(WinsConfig {
+            primary: self.typed_ip()?,
+            secondary: self.typed_ip()?,
+        })
     }
     fn dhcp(&mut self) -> Result<DhcpConfig, XdrError> {
         Ok(DhcpConfig {
@@ -482,7 +529,17 @@ impl<'a> Reader<'a> {
         })
     }
     #[allow(clippy::type_complexity)]
-    fn tail(&mut self) -> Result<(Option<DnsConfig>, Option<WinsConfig>, Option<DhcpConfig>, Option<DhcpConfig>), XdrError> {
+    fn tail(
+        &mut self,
+    ) -> Result<
+        (
+            Option<DnsConfig>,
+            Option<WinsConfig>,
+            Option<DhcpConfig>,
+            Option<DhcpConfig>,
+        ),
+        XdrError,
+    > {
         Ok((
             self.optional("dns", Self::dns)?,
             self.optional("wins", Self::wins)?,
@@ -504,7 +561,14 @@ impl<'a> Reader<'a> {
             });
         }
         let (dns, wins, dhcp4, dhcp6) = self.tail()?;
-        Ok(Nic { mac, ips, dns, wins, dhcp4, dhcp6 })
+        Ok(Nic {
+            mac,
+            ips,
+            dns,
+            wins,
+            dhcp4,
+            dhcp6,
+        })
     }
     fn route(&mut self) -> Result<Route, XdrError> {
         Ok(Route {
@@ -523,7 +587,10 @@ pub fn decode_v3(buf: &[u8]) -> Result<NicInfo, XdrError> {
     let mut r = Reader { buf };
     let ver = r.i32("version")?;
     if ver != NIC_INFO_V3 {
-        return Err(XdrError::BadValue { what: "version", value: ver.into() });
+        return Err(XdrError::BadValue {
+            what: "version",
+            value: ver.into(),
+        });
     }
     if !r.bool("nic info pointer")? {
         return Ok(NicInfo::default());
@@ -537,5 +604,12 @@ pub fn decode_v3(buf: &[u8]) -> Result<NicInfo, XdrError> {
     if !r.buf.is_empty() {
         return Err(XdrError::Trailing(r.buf.len()));
     }
-    Ok(NicInfo { nics, routes, dns, wins, dhcp4, dhcp6 })
+    Ok(NicInfo {
+        nics,
+        routes,
+        dns,
+        wins,
+        dhcp4,
+        dhcp6,
+    })
 }

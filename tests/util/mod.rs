@@ -1,0 +1,141 @@
+//! Helpers for end-to-end tests: temp dirs, the real `toolbox` binary as a child, CPU time.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use toolbox::sim::Sim;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_toolbox");
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("toolbox-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.write(name, &format!("#!/bin/sh\n{body}\n"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The agent, killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// `toolbox run -c CONFIG --transport unix:VMX`, optionally prefixed (e.g. `ip netns exec`).
+    pub fn start(prefix: &[&str], dir: &TempDir, vmx: &Path, config: &str) -> Agent {
+        let cfg = dir.write("toolbox.toml", config);
+        let log = dir.0.join("agent.log");
+        let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+        argv.push(BIN.into());
+        argv.extend([
+            "run".into(),
+            "-c".into(),
+            cfg.display().to_string(),
+            "--transport".into(),
+            format!("unix:{}", vmx.display()),
+        ]);
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("TOOLBOX_LOG", "debug")
+            .env_remove("TOOLBOX_TRANSPORT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// user + system CPU seconds so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait, up to `timeout`.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A simulator in DIR/vmx with the VMX's greeting.
+pub async fn sim(dir: &TempDir) -> Sim {
+    Sim::start(&dir.0.join("vmx"), true).await.unwrap()
+}
+
+pub const QUIET_CONFIG: &str = "[power]\nmethod = \"none\"\n";
+
+pub async fn tools_running(sim: &Sim) -> toolbox::sim::GuestReport {
+    sim.wait_for(Duration::from_secs(10), |r| {
+        r.tools_version.is_some()
+            && r.capabilities.len() >= 2
+            && r.nic_info_updates > 0
+            && r.uptime_centis.is_some()
+            && r.os_short.is_some()
+    })
+    .await
+    .unwrap_or_else(|r| panic!("the agent never reported tools running: {r:?}"))
+}

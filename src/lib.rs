@@ -12,6 +12,8 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guestinfo;
 pub mod power;
 pub mod service;

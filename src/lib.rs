@@ -18,4 +18,5 @@ pub mod guestinfo;
 pub mod power;
 pub mod service;
 pub mod sim;
+pub mod timer;
 pub mod xdr;

@@ -14,7 +14,9 @@ use crate::config::Config;
 use crate::dispatch::{Dispatcher, Reply};
 use crate::guestinfo::{self, NicFilter, NicMethod, Snapshot};
 use crate::power;
+use crate::timer::Timer;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -31,6 +33,12 @@ pub const APP_NAME: &str = "toolbox";
 pub const TOOLS_VERSION_UNMANAGED: u32 = 0x7fff_ffff;
 /// `TOOLS_TYPE_OVT`: an open-source tools build, which is what we are to the host.
 pub const TOOLS_TYPE_OVT: u32 = 4;
+
+/// Background work bits: a forced guest info push, `Set_Option broadcastIP 1`, capability
+/// registration.
+const WORK_PUSH: u8 = 1;
+const WORK_BROADCAST_IP: u8 = 2;
+const WORK_CAPABILITIES: u8 = 4;
 
 /// Backdoor poll period unit (`RpcInScheduleRecvEvent`: `delay * 10` ms).
 const POLL_UNIT: Duration = Duration::from_millis(10);
@@ -65,7 +73,8 @@ pub(crate) struct Shared {
     trace: bool,
     rpci: tokio::sync::Mutex<Option<RpciConn>>,
     guestinfo: tokio::sync::Mutex<GuestInfoState>,
-    push_now: Notify,
+    work: Notify,
+    pending: AtomicU8,
     pub(crate) power: Mutex<power::State>,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -137,7 +146,14 @@ impl Context {
 
     /// Asks for a guest info push now, everything resent.
     pub fn push_guest_info(&self) {
-        self.shared.push_now.notify_one();
+        self.request(WORK_PUSH);
+    }
+
+    /// Queues background work. Requests coalesce: a VMX repeating one while it is pending
+    /// costs nothing more.
+    fn request(&self, bits: u8) {
+        self.shared.pending.fetch_or(bits, Ordering::AcqRel);
+        self.shared.work.notify_one();
     }
 
     /// Seconds since the service started.
@@ -294,7 +310,8 @@ impl ServiceBuilder {
                         nic_method: 0,
                         sent: HashMap::new(),
                     }),
-                    push_now: Notify::new(),
+                    work: Notify::new(),
+                    pending: AtomicU8::new(0),
                     power: Mutex::new(power::State::default()),
                     started: Instant::now(),
                     stop,
@@ -331,7 +348,7 @@ impl Service {
     /// Runs until stopped.
     pub async fn run(self) {
         let mut stop = self.ctx.shared.stop.subscribe();
-        let guest_info = tokio::spawn(guest_info_loop(self.ctx.clone()));
+        let worker = tokio::spawn(worker(self.ctx.clone()));
         let mut pause = RECONNECT_MIN;
         let mut last_error = String::new();
         while !*stop.borrow() {
@@ -365,7 +382,7 @@ impl Service {
             }
             pause = (pause * 2).min(RECONNECT_MAX);
         }
-        guest_info.abort();
+        worker.abort();
         // Close the RPCI channel so the VMX sees the agent go at once.
         *self.ctx.shared.rpci.lock().await = None;
         info!("stopped");
@@ -379,7 +396,7 @@ impl Service {
         debug!("TCLO stream connected");
         let (r, mut w) = s.into_split();
         let mut reader = PacketReader::new(r);
-        let mut heartbeat: Option<tokio::time::Interval> = None;
+        let mut heartbeat: Option<Timer> = None;
         loop {
             tokio::select! {
                 biased;
@@ -396,12 +413,11 @@ impl Service {
                     crate::channel::write_packet(&mut w, &Packet::data(reply.to_wire())).await?;
                     if heartbeat.is_none() {
                         // vmtoolsd starts the heartbeat after its first successful send.
-                        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-                        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                        heartbeat = Some(i);
+                        heartbeat = Some(Timer::interval(HEARTBEAT).map_err(|source| StreamError::Io { what: "creating the heartbeat timer", source })?);
                     }
                 }
-                _ = async { heartbeat.as_mut().unwrap().tick().await }, if heartbeat.is_some() => {
+                r = tick_or_never(heartbeat.as_ref()) => {
+                    r.map_err(|source| StreamError::Io { what: "heartbeat timer", source })?;
                     crate::channel::write_packet(&mut w, &Packet::ping()).await?;
                 }
             }
@@ -416,6 +432,7 @@ impl Service {
         debug!(id = chan.id(), "TCLO backdoor channel open");
         let mut delay: u32 = 0;
         let mut reply: Vec<u8> = Vec::new();
+        let timer = Timer::new().map_err(|source| StreamError::Io { what: "creating the poll timer", source })?;
         loop {
             tokio::select! {
                 biased;
@@ -426,7 +443,9 @@ impl Service {
                     // Dropping the channel closes it.
                     return Ok(Ended::Stopped);
                 }
-                _ = tokio::time::sleep(POLL_UNIT * delay) => {}
+                r = timer.sleep(POLL_UNIT * delay) => {
+                    r.map_err(|source| StreamError::Io { what: "poll timer", source })?;
+                }
             }
             // Even an empty reply is sent: it tells the VMX we are here.
             chan.send(&reply).map_err(TransportError::from)?;
@@ -445,16 +464,45 @@ impl Service {
     }
 }
 
-async fn guest_info_loop(ctx: Context) {
+async fn tick_or_never(t: Option<&Timer>) -> std::io::Result<()> {
+    match t {
+        Some(t) => t.tick().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Guest info every interval (only what changed) and the queued background work, one at a time.
+async fn worker(ctx: Context) {
     let every = Duration::from_secs(ctx.config().guestinfo.interval_secs);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timer = match Timer::interval(every) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            warn!(error = %e, "no timerfd; guest info is sent on request only");
+            None
+        }
+    };
+    // Pushed at start.
+    ctx.send_guest_info(false).await;
     loop {
-        let force = tokio::select! {
-            _ = tick.tick() => false,
-            _ = ctx.shared.push_now.notified() => true,
-        };
-        ctx.send_guest_info(force).await;
+        tokio::select! {
+            r = tick_or_never(timer.as_ref()) => {
+                if let Err(e) = r {
+                    warn!(error = %e, "guest info timer");
+                }
+                ctx.send_guest_info(false).await;
+            }
+            _ = ctx.shared.work.notified() => {
+                let bits = ctx.shared.pending.swap(0, Ordering::AcqRel);
+                if bits & WORK_CAPABILITIES != 0 {
+                    register_capabilities(&ctx).await;
+                }
+                if bits & WORK_BROADCAST_IP != 0 {
+                    broadcast_ip(&ctx).await;
+                } else if bits & WORK_PUSH != 0 {
+                    ctx.send_guest_info(true).await;
+                }
+            }
+        }
     }
 }
 
@@ -466,8 +514,7 @@ fn register_defaults(d: &mut Dispatcher) {
     });
     d.register("ping", |_, _| Reply::ok(""));
     d.register("Capabilities_Register", |ctx, _| {
-        let c = ctx.clone();
-        ctx.spawn(async move { register_capabilities(&c).await });
+        ctx.request(WORK_CAPABILITIES);
         Reply::ok("")
     });
     d.register("Set_Option", |ctx, args| {
@@ -476,8 +523,7 @@ fn register_defaults(d: &mut Dispatcher) {
         let value = String::from_utf8_lossy(value).into_owned();
         info!(option = %key, value = %value, "Set_Option");
         if key == "broadcastIP" && value == "1" {
-            let c = ctx.clone();
-            ctx.spawn(async move { broadcast_ip(&c).await });
+            ctx.request(WORK_BROADCAST_IP);
         }
         Reply::ok("")
     });

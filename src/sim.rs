@@ -55,6 +55,8 @@ pub struct RouteView {
 pub struct GuestReport {
     /// `guestinfo.ip` as set by the guest.
     pub ip: Option<String>,
+    /// How many times the guest set it.
+    pub ip_sets: u64,
     /// NICs from the last NIC info.
     pub nics: Vec<NicView>,
     /// Routes from the last NIC info.
@@ -434,7 +436,10 @@ impl Sim {
             }
             if k == "guestinfo.ip" {
                 let ip = v.to_string();
-                self.record(|r| r.ip = Some(ip));
+                self.record(|r| {
+                    r.ip = Some(ip);
+                    r.ip_sets += 1;
+                });
             }
             lock(&self.inner.store).insert(k.to_string(), v.to_string());
             return b"1 ".to_vec();

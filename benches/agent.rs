@@ -28,7 +28,13 @@ fn agent(dir: &std::path::Path, vmx: &std::path::Path, bin: &str) -> Child {
     let cfg = dir.join("toolbox.toml");
     std::fs::write(&cfg, "log_level = \"warn\"\n[power]\nmethod = \"none\"\n").unwrap();
     Command::new(bin)
-        .args(["run", "-c", &cfg.display().to_string(), "--transport", &format!("unix:{}", vmx.display())])
+        .args([
+            "run",
+            "-c",
+            &cfg.display().to_string(),
+            "--transport",
+            &format!("unix:{}", vmx.display()),
+        ])
         .env_remove("TOOLBOX_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -49,7 +55,10 @@ fn status_field(pid: u32, field: &str) -> u64 {
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
@@ -60,8 +69,14 @@ fn wakeups(pid: u32) -> u64 {
         for t in d.flatten() {
             let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
             for l in s.lines() {
-                if l.starts_with("voluntary_ctxt_switches") || l.starts_with("nonvoluntary_ctxt_switches") {
-                    n += l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                if l.starts_with("voluntary_ctxt_switches")
+                    || l.starts_with("nonvoluntary_ctxt_switches")
+                {
+                    n += l
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
                 }
             }
         }
@@ -71,7 +86,11 @@ fn wakeups(pid: u32) -> u64 {
 
 /// The floor: two processes passing 24 bytes back and forth (here through `cat` on pipes).
 fn floor_rate(n: u32, label: &str) {
-    let mut cat = Command::new("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut cat = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (mut w, mut r) = (cat.stdin.take().unwrap(), cat.stdout.take().unwrap());
     let mut buf = [0u8; 24];
     let t = Instant::now();
@@ -80,7 +99,11 @@ fn floor_rate(n: u32, label: &str) {
         r.read_exact(&mut buf).unwrap();
     }
     let e = t.elapsed();
-    println!("floor, two processes ping-ponging 24 bytes ({label}): {:.0}/s ({:.1} us each)", f64::from(n) / e.as_secs_f64(), e.as_secs_f64() * 1e6 / f64::from(n));
+    println!(
+        "floor, two processes ping-ponging 24 bytes ({label}): {:.0}/s ({:.1} us each)",
+        f64::from(n) / e.as_secs_f64(),
+        e.as_secs_f64() * 1e6 / f64::from(n)
+    );
     drop(w);
     let _ = cat.wait();
 }
@@ -93,7 +116,10 @@ fn pin_to_cpu0() {
 
 fn unpin() {
     let mut set = nix::sched::CpuSet::new();
-    for i in 0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+    for i in 0..std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+    {
         let _ = set.set(i);
     }
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
@@ -112,7 +138,8 @@ fn raw_ping_rate(n: u32, label: &str) {
             std::thread::spawn(move || {
                 let mut s = s;
                 while let Ok(_p) = toolbox_rpc::stream::read_packet(&mut s) {
-                    if toolbox_rpc::stream::write_packet(&mut s, &Packet::data(&b"1 "[..])).is_err() {
+                    if toolbox_rpc::stream::write_packet(&mut s, &Packet::data(&b"1 "[..])).is_err()
+                    {
                         break;
                     }
                 }
@@ -120,11 +147,14 @@ fn raw_ping_rate(n: u32, label: &str) {
         }
     });
     let mut child = agent(&dir, &vmx, BIN);
-    let (mut s, _) = tclo.accept().unwrap();
+    let (s, _) = tclo.accept().unwrap();
+    let mut w = s.try_clone().unwrap();
+    // Buffered, so that a reply takes one read(2) as it does in the agent.
+    let mut s = std::io::BufReader::new(s);
     let ping = Packet::data(&b"ping"[..]).encode();
     let mut buf = vec![0u8; 4096];
-    let mut exchange = |s: &mut std::os::unix::net::UnixStream| {
-        s.write_all(&ping).unwrap();
+    let mut exchange = |s: &mut std::io::BufReader<std::os::unix::net::UnixStream>| {
+        w.write_all(&ping).unwrap();
         // Read one DATA reply, skipping heartbeats.
         loop {
             s.read_exact(&mut buf[..4]).unwrap();
@@ -140,15 +170,18 @@ fn raw_ping_rate(n: u32, label: &str) {
     for _ in 0..1000 {
         exchange(&mut s);
     }
+    let cpu0 = cpu_seconds(child.id());
     let t = Instant::now();
     for _ in 0..n {
         exchange(&mut s);
     }
     let e = t.elapsed();
+    let cpu = cpu_seconds(child.id()) - cpu0;
     println!(
-        "TCLO ping round trips, unix:DIR, bare driver ({label}): {:.0}/s ({:.1} us each)",
+        "TCLO ping round trips, unix:DIR, bare driver ({label}): {:.0}/s ({:.1} us each, agent CPU {:.1} us per ping)",
         f64::from(n) / e.as_secs_f64(),
-        e.as_secs_f64() * 1e6 / f64::from(n)
+        e.as_secs_f64() * 1e6 / f64::from(n),
+        cpu * 1e6 / f64::from(n)
     );
     let _ = child.kill();
     let _ = child.wait();
@@ -161,7 +194,11 @@ async fn with_simulator() {
     let sim = Sim::start(&vmx, true).await.unwrap();
     let mut child = agent(&dir, &vmx, BIN);
     let pid = child.id();
-    sim.wait_for(Duration::from_secs(10), |r| r.ip.is_some() && r.tools_version.is_some()).await.unwrap();
+    sim.wait_for(Duration::from_secs(10), |r| {
+        r.ip.is_some() && r.tools_version.is_some()
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Idle: RSS, threads, wakeups and CPU over 10 s.
@@ -172,12 +209,17 @@ async fn with_simulator() {
     let secs = t0.elapsed().as_secs_f64();
     println!("idle toolbox run: RSS {rss0} kB, {threads} thread(s)");
     // The static build, when scripts/qemu-vmport.sh has made it.
-    let static_bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/x86_64-unknown-linux-gnu/release/toolbox");
+    let static_bin = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/x86_64-unknown-linux-gnu/release/toolbox"
+    );
     if std::path::Path::new(static_bin).exists() {
         let d2 = tempdir("sim-static");
         let sim2 = Sim::start(&d2.join("vmx"), true).await.unwrap();
         let mut c2 = agent(&d2, &d2.join("vmx"), static_bin);
-        sim2.wait_for(Duration::from_secs(10), |r| r.ip.is_some()).await.unwrap();
+        sim2.wait_for(Duration::from_secs(10), |r| r.ip.is_some())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         println!(
             "idle toolbox run, static build: RSS {} kB ({} kB anonymous), {} thread(s)",
@@ -200,8 +242,12 @@ async fn with_simulator() {
     for _ in 0..50 {
         let before = sim.report().ip_sets;
         let t = Instant::now();
-        sim.tclo(b"Set_Option broadcastIP 1", Duration::from_secs(5)).await.unwrap();
-        sim.wait_for(Duration::from_secs(5), |r| r.ip_sets > before).await.unwrap();
+        sim.tclo(b"Set_Option broadcastIP 1", Duration::from_secs(5))
+            .await
+            .unwrap();
+        sim.wait_for(Duration::from_secs(5), |r| r.ip_sets > before)
+            .await
+            .unwrap();
         lat.push(t.elapsed());
     }
     lat.sort();
@@ -217,7 +263,10 @@ async fn with_simulator() {
     for _ in 0..n {
         sim.tclo(b"ping", Duration::from_secs(5)).await.unwrap();
     }
-    println!("TCLO ping round trips, unix:DIR, through vmx-sim: {:.0}/s", n as f64 / t.elapsed().as_secs_f64());
+    println!(
+        "TCLO ping round trips, unix:DIR, through vmx-sim: {:.0}/s",
+        n as f64 / t.elapsed().as_secs_f64()
+    );
 
     // A million pings and a thousand guest info pushes: RSS growth.
     let t = Instant::now();
@@ -228,7 +277,9 @@ async fn with_simulator() {
     for _ in 0..1000 {
         // reset forces a complete guest info push.
         sim.tclo(b"reset", Duration::from_secs(5)).await.unwrap();
-        sim.tclo(b"Set_Option broadcastIP 1", Duration::from_secs(5)).await.unwrap();
+        sim.tclo(b"Set_Option broadcastIP 1", Duration::from_secs(5))
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss1 = status_field(pid, "VmRSS:");
@@ -246,7 +297,9 @@ async fn backdoor_polls() {
     model.set_rpci(Box::new(|_| b"1 ".to_vec()));
     let mut cfg = toolbox::config::Config::default();
     cfg.power.method = toolbox::config::PowerMethod::None;
-    let service = ServiceBuilder::new(cfg).connector(Connector::Model(model.clone())).build();
+    let service = ServiceBuilder::new(cfg)
+        .connector(Connector::Model(model.clone()))
+        .build();
     let stop = service.stop_handle();
     let task = tokio::spawn(service.run());
     // Let the delay back off to its maximum.
@@ -268,7 +321,11 @@ fn main() {
     floor_rate(200_000, "one CPU");
     raw_ping_rate(300_000, "one CPU");
     unpin();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(backdoor_polls());
     rt.block_on(with_simulator());
 }

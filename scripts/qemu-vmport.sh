@@ -66,10 +66,8 @@ if [ ! -f "$KERNEL" ]; then
 fi
 
 # ---------------------------------------------------------------- static toolbox
-TARGET=x86_64-unknown-linux-gnu
 echo "qemu-vmport: building a static toolbox" >&2
-(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release --target $TARGET --bin toolbox)
-BIN=$ROOT/target/$TARGET/release/toolbox
+BIN=$("$ROOT/scripts/build-static.sh")
 
 # ---------------------------------------------------------------- guest
 # The guest's init runs each check and prints "CASE <name> rc=<status>" after its output.

@@ -432,7 +432,10 @@ impl Service {
         debug!(id = chan.id(), "TCLO backdoor channel open");
         let mut delay: u32 = 0;
         let mut reply: Vec<u8> = Vec::new();
-        let timer = Timer::new().map_err(|source| StreamError::Io { what: "creating the poll timer", source })?;
+        let timer = Timer::new().map_err(|source| StreamError::Io {
+            what: "creating the poll timer",
+            source,
+        })?;
         loop {
             tokio::select! {
                 biased;

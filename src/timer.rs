@@ -30,7 +30,10 @@ pub struct Timer {
 impl Timer {
     /// A disarmed timer.
     pub fn new() -> io::Result<Timer> {
-        let fd = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
         // `AsyncFd::new` is deprecated for `register`, which is `unsafe` because it cannot know
         // the descriptor stays open; here `Fd` owns it for the AsyncFd's whole life.
         #[allow(deprecated)]
@@ -42,7 +45,10 @@ impl Timer {
     pub fn interval(period: Duration) -> io::Result<Timer> {
         let t = Timer::new()?;
         let p = TimeSpec::from_duration(period.max(Duration::from_nanos(1)));
-        t.fd.get_ref().0.set(Expiration::IntervalDelayed(p, p), TimerSetTimeFlags::empty())?;
+        t.fd.get_ref().0.set(
+            Expiration::IntervalDelayed(p, p),
+            TimerSetTimeFlags::empty(),
+        )?;
         Ok(t)
     }
 
@@ -50,7 +56,10 @@ impl Timer {
     pub fn set_once(&self, after: Duration) -> io::Result<()> {
         // A zero expiration would disarm the timer: use the smallest non-zero one.
         let after = TimeSpec::from_duration(after.max(Duration::from_nanos(1)));
-        self.fd.get_ref().0.set(Expiration::OneShot(after), TimerSetTimeFlags::empty())?;
+        self.fd
+            .get_ref()
+            .0
+            .set(Expiration::OneShot(after), TimerSetTimeFlags::empty())?;
         Ok(())
     }
 

@@ -27,7 +27,10 @@ async fn wait_reply(model: &VmxModel, want: &[u8]) -> Vec<Vec<u8>> {
 }
 
 async fn run(hb: bool) {
-    let model = VmxModel::new(ModelConfig { high_bandwidth: hb, ..ModelConfig::default() });
+    let model = VmxModel::new(ModelConfig {
+        high_bandwidth: hb,
+        ..ModelConfig::default()
+    });
     let rpci: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
     let log = rpci.clone();
     model.set_rpci(Box::new(move |req| {
@@ -36,7 +39,9 @@ async fn run(hb: bool) {
     }));
     let service = ServiceBuilder::new(quiet())
         .connector(Connector::Model(model.clone()))
-        .handler("Custom_Command", |_, args| toolbox::dispatch::Reply::ok([&b"got "[..], args].concat()))
+        .handler("Custom_Command", |_, args| {
+            toolbox::dispatch::Reply::ok([&b"got "[..], args].concat())
+        })
         .build();
     let stop = service.stop_handle();
     let task = tokio::spawn(service.run());
@@ -56,17 +61,30 @@ async fn run(hb: bool) {
     for _ in 0..300 {
         let seen = rpci.lock().unwrap().clone();
         let has = |p: &[u8]| seen.iter().any(|r| r.starts_with(p));
-        if has(b"tools.capability.statechange") && has(b"SetGuestInfo  10 ") && has(b"tools.os.statechange.status 1 5") {
+        if has(b"tools.capability.statechange")
+            && has(b"SetGuestInfo  10 ")
+            && has(b"tools.os.statechange.status 1 5")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let seen = rpci.lock().unwrap().clone();
-    assert!(seen.iter().any(|r| r == b"tools.set.versiontype 2147483647 4\0"), "{:?}", seen.len());
-    assert!(seen.iter().any(|r| r.starts_with(b"tools.os.statechange.status 1 5")));
+    assert!(
+        seen.iter()
+            .any(|r| r == b"tools.set.versiontype 2147483647 4\0"),
+        "{:?}",
+        seen.len()
+    );
+    assert!(seen
+        .iter()
+        .any(|r| r.starts_with(b"tools.os.statechange.status 1 5")));
 
     stop.stop();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("service did not stop").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("service did not stop")
+        .unwrap();
     // Both channels are closed: the VMX sees tools stop.
     assert_eq!(model.open_channels(), 0);
 }
@@ -85,7 +103,9 @@ async fn polls_tclo_over_the_backdoor_model_low_bandwidth() {
 async fn reopens_the_channel_after_a_failure() {
     let model = VmxModel::default();
     model.set_rpci(Box::new(|_| b"1 ".to_vec()));
-    let service = ServiceBuilder::new(quiet()).connector(Connector::Model(model.clone())).build();
+    let service = ServiceBuilder::new(quiet())
+        .connector(Connector::Model(model.clone()))
+        .build();
     let stop = service.stop_handle();
     let task = tokio::spawn(service.run());
     model.push_tclo(&b"ping"[..]);

@@ -175,7 +175,12 @@ impl Connector {
                 assume_vmware,
             } => match transport {
                 Transport::Unix(dir) => Ok(Some(into_tokio(connect_unix(dir, socket)?)?)),
-                Transport::Vsock => Ok(Some(into_tokio(vsock::connect_host(port)?)?)),
+                Transport::Vsock => {
+                    if !assume_vmware {
+                        toolbox_rpc::detect::require_vmware()?;
+                    }
+                    Ok(Some(into_tokio(vsock::connect_host(port)?)?))
+                }
                 Transport::Backdoor => Ok(None),
                 Transport::Auto => {
                     if !assume_vmware {

@@ -188,6 +188,11 @@ fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
         config.transport = t.clone();
     }
     init_logging(&config.log_level, cli.standalone);
+    // Off VMware no VMX transport can ever work: say so and stop, as vmtoolsd does, rather than
+    // retry forever. (`unix:DIR` needs no hypervisor.)
+    if !matches!(config.transport, Transport::Unix(_)) && !assume_vmware {
+        toolbox_rpc::detect::require_vmware().map_err(TransportError::from)?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

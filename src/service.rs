@@ -79,6 +79,7 @@ pub(crate) struct Shared {
     started: Instant,
     stop: watch::Sender<bool>,
     filter: NicFilter,
+    capabilities: Vec<Vec<u8>>,
 }
 
 /// What handlers get: RPCI to the VMX, the configuration, a way to run slow work.
@@ -244,6 +245,7 @@ pub struct ServiceBuilder {
     assume_vmware: bool,
     trace: bool,
     dispatcher: Dispatcher,
+    capabilities: Vec<Vec<u8>>,
 }
 
 impl ServiceBuilder {
@@ -257,7 +259,15 @@ impl ServiceBuilder {
             assume_vmware: false,
             trace: false,
             dispatcher,
+            capabilities: capabilities(),
         }
+    }
+
+    /// Adds an RPCI request sent on every `Capabilities_Register`, e.g.
+    /// `tools.capability.hgfs_server toolbox 1` from a feature that needs the host to know it.
+    pub fn capability(mut self, request: impl Into<Vec<u8>>) -> Self {
+        self.capabilities.push(request.into());
+        self
     }
 
     /// Uses this connector instead of the configured transport (e.g. the backdoor model).
@@ -316,6 +326,7 @@ impl ServiceBuilder {
                     started: Instant::now(),
                     stop,
                     filter,
+                    capabilities: self.capabilities,
                 }),
             },
             dispatcher: Arc::new(self.dispatcher),
@@ -533,7 +544,7 @@ fn register_defaults(d: &mut Dispatcher) {
     power::register(d);
 }
 
-/// The capabilities vmtoolsd's core and power plugin register, and the tools version.
+/// The capabilities vmtoolsd's power plugin registers; the tools version follows them.
 pub fn capabilities() -> Vec<Vec<u8>> {
     vec![
         // TOOLS_CAP_OLD_NOVAL: name and a space, no terminator (`ToolsCore_SetCapabilities`).
@@ -543,8 +554,8 @@ pub fn capabilities() -> Vec<Vec<u8>> {
 }
 
 async fn register_capabilities(ctx: &Context) {
-    for cap in capabilities() {
-        if let Err(e) = ctx.rpci(&cap).await {
+    for cap in &ctx.shared.capabilities {
+        if let Err(e) = ctx.rpci(cap).await {
             warn!(error = %e, "registering capability");
         }
     }

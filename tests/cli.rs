@@ -144,7 +144,16 @@ fn off_vmware_commands_exit_1_with_one_line() {
         eprintln!("skipped: this machine is a VMware VM");
         return;
     }
-    for args in [&["check"][..], &["rpc", "ping"], &["info", "get", "x"]] {
+    for args in [
+        &["check"][..],
+        &["rpc", "ping"],
+        &["info", "get", "x"],
+        &["--transport", "vsock", "rpc", "ping"],
+        &["--transport", "backdoor", "info", "set", "a", "b"],
+        &["run"],
+        &["--transport", "vsock", "run"],
+        &["-s"],
+    ] {
         let out = toolbox(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);

@@ -1,7 +1,8 @@
 //! Choosing and opening a transport: `backdoor`, `vsock`, `unix:DIR` or `auto`.
 //!
-//! `auto` does what vmtoolsd does: vsock first, the backdoor when vsock cannot be had. It checks
-//! for VMware first, so on another hypervisor it fails at once without touching vsock or ports.
+//! `auto` does what vmtoolsd does: vsock first, the backdoor when vsock cannot be had. Every VMX
+//! transport checks for VMware first, so on another hypervisor it fails at once without touching
+//! vsock or ports (`unix:DIR` needs no hypervisor).
 
 use crate::detect::DetectError;
 use crate::message::{MessageChannel, MessageError, Protocol};
@@ -121,6 +122,10 @@ pub fn connect_rpci(
             "backdoor",
         )),
         Transport::Vsock => {
+            // Only VMware's VMX listens there; elsewhere CID 0 is some other hypervisor's.
+            if !assume_vmware {
+                crate::detect::require_vmware()?;
+            }
             let s = vsock::connect_host(vsock::RPCI_PORT)?;
             Ok(RpciClient::new(StreamRpci::new(s, one_shot), "vsock"))
         }

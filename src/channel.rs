@@ -6,8 +6,12 @@
 //! packet usually arrives in one read and reading is cancel-safe inside `select!`. Backdoor
 //! calls are made inline: each is a few microseconds of VMX time.
 
-use std::io;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use toolbox_rpc::backdoor::Backdoor;
@@ -87,11 +91,108 @@ pub async fn write_packet(w: &mut OwnedWriteHalf, p: &Packet) -> Result<(), Stre
         })
 }
 
+/// The read side of the TCLO stream, registered with the reactor for readability only.
+///
+/// A socket registered for writability too gets an EPOLLOUT edge each time the peer drains
+/// what we sent, waking an idle agent a second time per heartbeat. Reading is all we wait for;
+/// writes go through [`TcloWriter`].
+#[derive(Debug)]
+pub struct TcloReader {
+    fd: AsyncFd<std::os::unix::net::UnixStream>,
+}
+
+impl tokio::io::AsyncRead for TcloReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|s| {
+                let mut stream: &std::os::unix::net::UnixStream = s.get_ref();
+                stream.read(unfilled)
+            }) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+/// How long a TCLO reply may wait for room in the socket before the channel counts as broken.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The write side of the TCLO stream: not registered with the reactor. Replies and heartbeats
+/// are small and the VMX reads them at once; should the socket be full, the writer retries
+/// after growing pauses, then gives up.
+#[derive(Debug)]
+pub struct TcloWriter {
+    s: std::os::unix::net::UnixStream,
+}
+
+impl TcloWriter {
+    /// Writes one packet.
+    pub async fn write_packet(&mut self, p: &Packet) -> Result<(), StreamError> {
+        let bytes = p.encode();
+        let mut rest = &bytes[..];
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        let mut pause = Duration::from_millis(1);
+        while !rest.is_empty() {
+            match (&self.s).write(rest) {
+                Ok(0) => {
+                    return Err(StreamError::Io {
+                        what: "sending packet",
+                        source: io::ErrorKind::WriteZero.into(),
+                    })
+                }
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(source) => {
+                    return Err(StreamError::Io {
+                        what: "sending packet",
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Shuts the connection down, so the VMX sees the agent go at once.
+    pub fn shutdown(&self) {
+        let _ = self.s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Splits a connected TCLO stream into its reader and writer.
+pub fn split_tclo(s: std::os::unix::net::UnixStream) -> io::Result<(TcloReader, TcloWriter)> {
+    s.set_nonblocking(true)?;
+    let w = s.try_clone()?;
+    // `AsyncFd::with_interest` is deprecated for an `unsafe` constructor that cannot know the
+    // descriptor stays open; here the UnixStream owns it for the AsyncFd's whole life.
+    #[allow(deprecated)]
+    let fd = AsyncFd::with_interest(s, Interest::READABLE)?;
+    Ok((TcloReader { fd }, TcloWriter { s: w }))
+}
+
 /// The TCLO side.
 #[derive(Debug)]
 pub enum TcloConn {
     /// Pushed packets.
-    Stream(UnixStream),
+    Stream(std::os::unix::net::UnixStream),
     /// Polled backdoor channel.
     Backdoor(BackdoorChannel),
 }
@@ -168,39 +269,47 @@ impl Connector {
         port: u32,
         protocol: Protocol,
     ) -> Result<Option<UnixStream>, TransportError> {
-        match self {
-            Connector::Model(_) => Ok(None),
-            Connector::Transport {
-                transport,
-                assume_vmware,
-            } => match transport {
-                Transport::Unix(dir) => Ok(Some(into_tokio(connect_unix(dir, socket)?)?)),
-                Transport::Vsock => {
-                    if !assume_vmware {
-                        toolbox_rpc::detect::require_vmware()?;
-                    }
-                    Ok(Some(into_tokio(vsock::connect_host(port)?)?))
+        self.std_stream(socket, port, protocol)?
+            .map(into_tokio)
+            .transpose()
+    }
+
+    fn std_stream(
+        &self,
+        socket: &str,
+        port: u32,
+        protocol: Protocol,
+    ) -> Result<Option<std::os::unix::net::UnixStream>, TransportError> {
+        let Connector::Transport {
+            transport,
+            assume_vmware,
+        } = self
+        else {
+            return Ok(None);
+        };
+        match transport {
+            Transport::Unix(dir) => Ok(Some(connect_unix(dir, socket)?)),
+            Transport::Backdoor => Ok(None),
+            Transport::Vsock | Transport::Auto => {
+                // Only VMware's VMX listens there; elsewhere CID 0 is another hypervisor's.
+                if !assume_vmware {
+                    toolbox_rpc::detect::require_vmware()?;
                 }
-                Transport::Backdoor => Ok(None),
-                Transport::Auto => {
-                    if !assume_vmware {
-                        toolbox_rpc::detect::require_vmware()?;
+                match vsock::connect_host(port) {
+                    Ok(s) => Ok(Some(s)),
+                    Err(e) if *transport == Transport::Auto => {
+                        tracing::debug!(error = %e, protocol = protocol.name(), "vsock unavailable, using the backdoor");
+                        Ok(None)
                     }
-                    match vsock::connect_host(port) {
-                        Ok(s) => Ok(Some(into_tokio(s)?)),
-                        Err(e) => {
-                            tracing::debug!(error = %e, protocol = protocol.name(), "vsock unavailable, using the backdoor");
-                            Ok(None)
-                        }
-                    }
+                    Err(e) => Err(e.into()),
                 }
-            },
+            }
         }
     }
 
     /// Opens the TCLO channel.
     pub fn tclo(&self) -> Result<TcloConn, TransportError> {
-        match self.stream(TCLO_SOCKET, vsock::TCLO_PORT, Protocol::Tclo)? {
+        match self.std_stream(TCLO_SOCKET, vsock::TCLO_PORT, Protocol::Tclo)? {
             Some(s) => Ok(TcloConn::Stream(s)),
             None => Ok(TcloConn::Backdoor(self.backdoor(Protocol::Tclo)?)),
         }

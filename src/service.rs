@@ -9,7 +9,7 @@
 //! Library use (appliance init): build with [`ServiceBuilder`], add handlers, `run` it on your
 //! runtime, stop it with the [`StopHandle`]. See `examples/embedded.rs`.
 
-use crate::channel::{Connector, PacketReader, RpciConn, TcloConn};
+use crate::channel::{split_tclo, Connector, PacketReader, RpciConn, TcloConn};
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Reply};
 use crate::guestinfo::{self, NicFilter, NicMethod, Snapshot};
@@ -401,18 +401,21 @@ impl Service {
 
     async fn stream_session(
         &self,
-        s: tokio::net::UnixStream,
+        s: std::os::unix::net::UnixStream,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Ended, SessionError> {
         debug!("TCLO stream connected");
-        let (r, mut w) = s.into_split();
+        let (r, mut w) = split_tclo(s).map_err(|source| StreamError::Io {
+            what: "registering the TCLO socket",
+            source,
+        })?;
         let mut reader = PacketReader::new(r);
         let mut heartbeat: Option<Timer> = None;
         loop {
             tokio::select! {
                 biased;
                 _ = stop.changed() => {
-                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+                    w.shutdown();
                     return Ok(Ended::Stopped);
                 }
                 p = reader.next() => {
@@ -421,7 +424,7 @@ impl Service {
                         continue;
                     }
                     let reply = self.dispatcher.dispatch(&self.ctx, &p.payload);
-                    crate::channel::write_packet(&mut w, &Packet::data(reply.to_wire())).await?;
+                    w.write_packet(&Packet::data(reply.to_wire())).await?;
                     if heartbeat.is_none() {
                         // vmtoolsd starts the heartbeat after its first successful send.
                         heartbeat = Some(Timer::interval(HEARTBEAT).map_err(|source| StreamError::Io { what: "creating the heartbeat timer", source })?);
@@ -429,7 +432,7 @@ impl Service {
                 }
                 r = tick_or_never(heartbeat.as_ref()) => {
                     r.map_err(|source| StreamError::Io { what: "heartbeat timer", source })?;
-                    crate::channel::write_packet(&mut w, &Packet::ping()).await?;
+                    w.write_packet(&Packet::ping()).await?;
                 }
             }
         }

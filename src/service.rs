@@ -44,6 +44,9 @@ const WORK_CAPABILITIES: u8 = 4;
 const POLL_UNIT: Duration = Duration::from_millis(10);
 /// `RPCIN_MAX_DELAY` (`lib/rpcChannel/rpcChannelInt.h`): 10 × 10 ms when idle.
 const MAX_POLL_DELAY: u32 = 10;
+/// How long an RPCI reply may take before the RPCI channel counts as broken. The VMX answers
+/// in microseconds; this only bounds a hung peer.
+const RPCI_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat over streams.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Pauses between reconnection attempts: from this, doubling...
@@ -76,7 +79,6 @@ pub(crate) struct Shared {
     work: Notify,
     pending: AtomicU8,
     pub(crate) power: Mutex<power::State>,
-    started: Instant,
     stop: watch::Sender<bool>,
     filter: NicFilter,
     capabilities: Vec<Vec<u8>>,
@@ -116,7 +118,17 @@ impl Context {
                 *conn = Some(self.shared.connector.rpci().map_err(RpciError::Transport)?);
             }
             let Some(c) = conn.as_mut() else { continue };
-            match c.call(request).await {
+            let result = tokio::time::timeout(RPCI_TIMEOUT, c.call(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RpciError::Transport(TransportError::Stream(
+                        StreamError::Io {
+                            what: "waiting for the RPCI reply",
+                            source: std::io::ErrorKind::TimedOut.into(),
+                        },
+                    )))
+                });
+            match result {
                 Err(RpciError::Transport(e)) => {
                     *conn = None;
                     last = Some(e);
@@ -155,11 +167,6 @@ impl Context {
     fn request(&self, bits: u8) {
         self.shared.pending.fetch_or(bits, Ordering::AcqRel);
         self.shared.work.notify_one();
-    }
-
-    /// Seconds since the service started.
-    pub fn uptime(&self) -> Duration {
-        self.shared.started.elapsed()
     }
 
     /// A fresh snapshot of the guest.
@@ -323,7 +330,6 @@ impl ServiceBuilder {
                     work: Notify::new(),
                     pending: AtomicU8::new(0),
                     power: Mutex::new(power::State::default()),
-                    started: Instant::now(),
                     stop,
                     filter,
                     capabilities: self.capabilities,
@@ -339,10 +345,6 @@ impl ServiceBuilder {
 pub struct Service {
     ctx: Context,
     dispatcher: Arc<Dispatcher>,
-}
-
-enum Ended {
-    Stopped,
 }
 
 impl Service {
@@ -370,7 +372,8 @@ impl Service {
                 Err(e) => Err(e.into()),
             };
             match result {
-                Ok(Ended::Stopped) => break,
+                // Only a stop ends a session without an error.
+                Ok(()) => break,
                 Err(e) => {
                     let msg = e.to_string();
                     if msg != last_error {
@@ -385,8 +388,11 @@ impl Service {
             if started.elapsed() > Duration::from_secs(10) {
                 pause = RECONNECT_MIN;
             }
-            // The RPCI channel is probably broken too.
-            *self.ctx.shared.rpci.lock().await = None;
+            // The RPCI channel is probably broken too. If a call holds it, that call finds out
+            // for itself (and times out at worst).
+            if let Ok(mut rpci) = self.ctx.shared.rpci.try_lock() {
+                *rpci = None;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => break,
@@ -394,8 +400,12 @@ impl Service {
             pause = (pause * 2).min(RECONNECT_MAX);
         }
         worker.abort();
-        // Close the RPCI channel so the VMX sees the agent go at once.
-        *self.ctx.shared.rpci.lock().await = None;
+        // Close the RPCI channel so the VMX sees the agent go at once; a call in flight has at
+        // most RPCI_TIMEOUT to finish.
+        if let Ok(mut rpci) = tokio::time::timeout(RPCI_TIMEOUT, self.ctx.shared.rpci.lock()).await
+        {
+            *rpci = None;
+        }
         info!("stopped");
     }
 
@@ -403,7 +413,7 @@ impl Service {
         &self,
         s: std::os::unix::net::UnixStream,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<Ended, SessionError> {
+    ) -> Result<(), SessionError> {
         debug!("TCLO stream connected");
         let (r, mut w) = split_tclo(s).map_err(|source| StreamError::Io {
             what: "registering the TCLO socket",
@@ -416,7 +426,7 @@ impl Service {
                 biased;
                 _ = stop.changed() => {
                     w.shutdown();
-                    return Ok(Ended::Stopped);
+                    return Ok(());
                 }
                 p = reader.next() => {
                     let p = p?;
@@ -442,7 +452,7 @@ impl Service {
         &self,
         mut chan: crate::channel::BackdoorChannel,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<Ended, SessionError> {
+    ) -> Result<(), SessionError> {
         debug!(id = chan.id(), "TCLO backdoor channel open");
         let mut delay: u32 = 0;
         let mut reply: Vec<u8> = Vec::new();
@@ -458,7 +468,7 @@ impl Service {
                         let _ = chan.send(&reply);
                     }
                     // Dropping the channel closes it.
-                    return Ok(Ended::Stopped);
+                    return Ok(());
                 }
                 r = timer.sleep(POLL_UNIT * delay) => {
                     r.map_err(|source| StreamError::Io { what: "poll timer", source })?;

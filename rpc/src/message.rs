@@ -6,7 +6,10 @@
 //! acknowledgement, CLOSE. A checkpoint (the VM was saved and restored mid-message) restarts the
 //! whole message; the VMX sets `MESSAGE_STATUS_CPT` to say so.
 
-use crate::backdoor::{halves, high, Backdoor, Regs, BDOORHB_PORT, CMD_MESSAGE, HB_CMD_MESSAGE};
+use crate::backdoor::{
+    halves, high, Backdoor, Regs, BDOORHB_PORT, BDOOR_MAGIC, BDOOR_PORT, CMD_MESSAGE,
+    HB_CMD_MESSAGE,
+};
 use tracing::trace;
 
 /// Message types, the high half of ecx (`MessageType`, `lib/include/guest_msg_def.h`).
@@ -206,7 +209,7 @@ impl<B: Backdoor> MessageChannel<B> {
     fn regs(&self, sub: u16, ebx: u32) -> Regs {
         let mut r = Regs::command(CMD_MESSAGE, sub);
         r.ebx = ebx;
-        r.edx = halves(self.id, low16(r.edx));
+        r.edx = halves(self.id, BDOOR_PORT);
         r.esi = self.cookie_high;
         r.edi = self.cookie_low;
         r
@@ -214,7 +217,7 @@ impl<B: Backdoor> MessageChannel<B> {
 
     fn hb_regs(&self) -> Regs {
         Regs {
-            eax: crate::backdoor::BDOOR_MAGIC,
+            eax: BDOOR_MAGIC,
             ebx: halves(status::SUCCESS, HB_CMD_MESSAGE),
             ecx: 0,
             edx: halves(self.id, BDOORHB_PORT),
@@ -433,8 +436,4 @@ impl<B: Backdoor> Drop for MessageChannel<B> {
     fn drop(&mut self) {
         let _ = self.close_inner();
     }
-}
-
-fn low16(r: u32) -> u16 {
-    r as u16
 }

@@ -63,8 +63,15 @@ pub fn source_ports(privileged: bool) -> Box<dyn Iterator<Item = u32>> {
     }
 }
 
-/// Walks the source ports with `attempt` as the reference does: a port in use moves on to the
-/// next one, anything else ends the walk. Split from the socket calls so it can be tested.
+/// `MAX_ECONNRESET_RETRIES` (`Socket_ConnectVMCI`): a VMX refusing vsock resets connections.
+pub const MAX_CONNRESET_RETRIES: u32 = 8;
+/// `MAX_ENOBUFS_RETRIES`.
+pub const MAX_NOBUFS_RETRIES: u32 = 5;
+
+/// Walks the source ports with `attempt` as `Socket_ConnectVMCI` does: a port in use, or a
+/// connection reset (up to [`MAX_CONNRESET_RETRIES`] times), moves on to the next port; EINTR
+/// tries the same port again, ENOBUFS too after a millisecond (up to [`MAX_NOBUFS_RETRIES`]
+/// times); anything else ends the walk. Split from the socket calls so it can be tested.
 pub fn walk_ports<T>(
     privileged: bool,
     mut attempt: impl FnMut(u32) -> Result<T, VsockError>,
@@ -73,15 +80,50 @@ pub fn walk_ports<T>(
         port: PRIVILEGED_PORT_MIN,
         errno: Errno::EADDRINUSE,
     };
-    for port in source_ports(privileged) {
-        match attempt(port) {
+    let (mut resets, mut nobufs) = (0, 0);
+    let mut ports = source_ports(privileged);
+    let mut port = ports.next();
+    while let Some(p) = port {
+        match attempt(p) {
             Ok(t) => return Ok(t),
             Err(
                 e @ VsockError::Bind {
                     errno: Errno::EADDRINUSE,
                     ..
                 },
-            ) => last = e,
+            ) => {
+                last = e;
+                port = ports.next();
+            }
+            Err(
+                e @ VsockError::Connect {
+                    errno: Errno::ECONNRESET,
+                    ..
+                },
+            ) if privileged => {
+                resets += 1;
+                if resets >= MAX_CONNRESET_RETRIES {
+                    return Err(e);
+                }
+                last = e;
+                port = ports.next();
+            }
+            Err(VsockError::Connect {
+                errno: Errno::EINTR,
+                ..
+            }) => {}
+            Err(
+                e @ VsockError::Connect {
+                    errno: Errno::ENOBUFS,
+                    ..
+                },
+            ) => {
+                nobufs += 1;
+                if nobufs >= MAX_NOBUFS_RETRIES {
+                    return Err(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             Err(e) => return Err(e),
         }
     }
@@ -105,13 +147,9 @@ fn connect_from(cid: u32, port: u32, source_port: u32) -> Result<OwnedFd, VsockE
         })?;
     }
     let dest = VsockAddr::new(cid, port);
-    loop {
-        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &dest) {
-            Ok(()) => return Ok(fd),
-            Err(Errno::EINTR) => continue,
-            Err(errno) => return Err(VsockError::Connect { cid, port, errno }),
-        }
-    }
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &dest)
+        .map(|()| fd)
+        .map_err(|errno| VsockError::Connect { cid, port, errno })
 }
 
 /// Connects to the VMX's `port`: from a privileged source port when running as root (falling
@@ -177,6 +215,57 @@ mod tests {
         });
         assert!(matches!(got, Err(VsockError::Connect { .. })));
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn resets_move_on_and_give_up_after_eight() {
+        let mut tried = Vec::new();
+        let got: Result<(), _> = walk_ports(true, |p| {
+            tried.push(p);
+            Err(VsockError::Connect {
+                cid: HOST_CID,
+                port: p,
+                errno: Errno::ECONNRESET,
+            })
+        });
+        assert!(matches!(
+            got,
+            Err(VsockError::Connect {
+                errno: Errno::ECONNRESET,
+                ..
+            })
+        ));
+        assert_eq!(tried, (1016..=1023).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn eintr_retries_the_same_port_and_enobufs_gives_up() {
+        let mut tried = Vec::new();
+        let got = walk_ports(true, |p| {
+            tried.push(p);
+            if tried.len() < 3 {
+                Err(VsockError::Connect {
+                    cid: HOST_CID,
+                    port: p,
+                    errno: Errno::EINTR,
+                })
+            } else {
+                Ok(p)
+            }
+        });
+        assert_eq!(got, Ok(1023));
+        assert_eq!(tried, vec![1023, 1023, 1023]);
+        let mut n = 0;
+        let got: Result<(), _> = walk_ports(false, |p| {
+            n += 1;
+            Err(VsockError::Connect {
+                cid: HOST_CID,
+                port: p,
+                errno: Errno::ENOBUFS,
+            })
+        });
+        assert!(got.is_err());
+        assert_eq!(n, MAX_NOBUFS_RETRIES);
     }
 
     #[test]

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 scripts/qemu-vmport.sh
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 cargo nextest run --workspace --no-fail-fast

@@ -164,7 +164,7 @@ pub enum PowerError {
     /// A program failed.
     #[error("{program}: {why}")]
     Program {
-        /// argv[0].
+        /// The program run.
         program: String,
         /// What happened.
         why: String,

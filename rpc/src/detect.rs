@@ -16,7 +16,7 @@ pub const ASSUME_VMWARE_ENV: &str = "TOOLBOX_ASSUME_VMWARE";
 /// What CPUID says about the hypervisor.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Hypervisor {
-    /// CPUID.1:ECX[31].
+    /// CPUID.1:ECX bit 31.
     pub present: bool,
     /// CPUID.0x4000_0000:EBX,ECX,EDX.
     pub vendor: [u8; 12],

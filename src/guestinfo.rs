@@ -2,8 +2,8 @@
 //! details, uptime. Read from `/sys`, `/proc`, `getifaddrs` and `/etc`, never by running `ip`.
 //!
 //! The parsers of those files are pure functions (tested on literal text); [`gather`] reads the
-//! running system; [`NicMethod`] and [`other_messages`] turn a [`Snapshot`] into the `SetGuestInfo` requests vmtoolsd
-//! sends (`services/plugins/guestInfo/guestInfoServer.c`).
+//! running system; [`NicMethod`] and [`other_messages`] turn a [`Snapshot`] into the
+//! `SetGuestInfo` requests vmtoolsd sends (`services/plugins/guestInfo/guestInfoServer.c`).
 
 use crate::xdr::{self, DnsConfig, IpEntry, Nic, NicInfo, Route, TypedIp};
 use std::collections::BTreeMap;

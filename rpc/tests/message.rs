@@ -263,3 +263,14 @@ fn getversion_answers_from_the_model() {
     let v = get_version(&mut model.port()).unwrap();
     assert_eq!((v.version, v.vmx_type), (6, 2));
 }
+
+mod hostile {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_hostile_vmx_never_panics_the_channel(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            toolbox_rpc::fuzzing::message_channel(&data);
+        }
+    }
+}

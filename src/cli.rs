@@ -119,13 +119,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         (None, true) => &Command::Run,
         (None, false) => return Err(CliError::NoCommand),
     };
-    if let Command::Run = command {
-        return run_agent(&cli, assume);
-    }
     let transport = cli.transport.clone().unwrap_or_default();
     let mut out = std::io::stdout().lock();
     match command {
-        Command::Run => {}
+        Command::Run => {
+            drop(out);
+            return run_agent(&cli, assume);
+        }
         Command::Rpc { request } => {
             let mut rpci = connect_rpci(&transport, assume, true)?;
             let reply = rpci.call(request.as_bytes())?;

@@ -70,11 +70,13 @@ impl Regs {
 pub trait Backdoor {
     /// A low-bandwidth call (`in eax, dx` on [`BDOOR_PORT`]).
     fn in_out(&mut self, regs: Regs) -> Regs;
-    /// A high-bandwidth transfer guest → VMX (`rep outsb` on [`BDOORHB_PORT`]). `regs.ecx` is set
-    /// to `data.len()` and esi to the buffer by the implementation.
+    /// A high-bandwidth transfer guest → VMX (`rep outsb` on [`BDOORHB_PORT`]). The caller
+    /// fills every register but the source address (rsi), which the implementation points at
+    /// `data`; `regs.ecx` equals `data.len()`.
     fn hb_out(&mut self, regs: Regs, data: &[u8]) -> Regs;
-    /// A high-bandwidth transfer VMX → guest (`rep insb` on [`BDOORHB_PORT`]). `regs.ecx` is set
-    /// to `buf.len()` and edi to the buffer by the implementation.
+    /// A high-bandwidth transfer VMX → guest (`rep insb` on [`BDOORHB_PORT`]). The caller fills
+    /// every register but the destination address (rdi), which the implementation points at
+    /// `buf`; `regs.ecx` equals `buf.len()`.
     fn hb_in(&mut self, regs: Regs, buf: &mut [u8]) -> Regs;
 }
 

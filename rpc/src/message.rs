@@ -267,6 +267,7 @@ impl<B: Backdoor> MessageChannel<B> {
                     return Ok(());
                 }
                 let mut regs = self.hb_regs();
+                regs.ecx = size;
                 regs.ebp = self.cookie_high;
                 regs.edi = self.cookie_low;
                 let out = self.bd.hb_out(regs, data);
@@ -339,6 +340,7 @@ impl<B: Backdoor> MessageChannel<B> {
             if st & status::HB != 0 {
                 if size > 0 {
                     let mut regs = self.hb_regs();
+                    regs.ecx = out.ebx;
                     regs.esi = self.cookie_high;
                     regs.ebp = self.cookie_low;
                     let out = self.bd.hb_in(regs, &mut buf);

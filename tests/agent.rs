@@ -405,6 +405,14 @@ async fn recovers_from_faults_within_5s_without_spinning() {
         .expect("no reconnection after a drop");
     assert_eq!(sim.tclo(b"ping", 5 * SEC).await.unwrap(), b"OK ");
     assert!(t.elapsed() < 5 * SEC);
+    // RPCI was dropped too: the next report goes over a fresh connection.
+    let changes = sim.report().statechanges.len();
+    assert_eq!(sim.tclo(b"OS_Resume", 5 * SEC).await.unwrap(), b"OK ");
+    let r = sim
+        .wait_for(5 * SEC, |r| r.statechanges.len() > changes)
+        .await
+        .expect("no status after RPCI was dropped");
+    assert_eq!(r.statechanges[changes], (1, 4));
 
     // Garbage on the channel: the agent drops it and reconnects.
     let conns = sim.report().tclo_connections;

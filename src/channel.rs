@@ -21,8 +21,8 @@ use toolbox_rpc::packet::{body_len, Packet};
 use toolbox_rpc::port::PortBackdoor;
 use toolbox_rpc::rpci::{parse_reply, RpciError};
 use toolbox_rpc::stream::StreamError;
-use toolbox_rpc::transport::{connect_unix, TransportError, RPCI_SOCKET, TCLO_SOCKET};
-use toolbox_rpc::{vsock, Transport};
+use toolbox_rpc::transport::{backdoor_failed, endpoint, Endpoint, TransportError};
+use toolbox_rpc::Transport;
 
 /// A backdoor message channel over any backdoor (the real port or the model).
 pub type BackdoorChannel = MessageChannel<Box<dyn Backdoor + Send>>;
@@ -263,69 +263,41 @@ impl Connector {
         Ok(MessageChannel::open(bd, protocol)?)
     }
 
-    fn stream(
-        &self,
-        socket: &str,
-        port: u32,
-        protocol: Protocol,
-    ) -> Result<Option<UnixStream>, TransportError> {
-        self.std_stream(socket, port, protocol)?
-            .map(into_tokio)
-            .transpose()
-    }
-
-    fn std_stream(
-        &self,
-        socket: &str,
-        port: u32,
-        protocol: Protocol,
-    ) -> Result<Option<std::os::unix::net::UnixStream>, TransportError> {
-        let Connector::Transport {
-            transport,
-            assume_vmware,
-        } = self
-        else {
-            return Ok(None);
-        };
-        match transport {
-            Transport::Unix(dir) => Ok(Some(connect_unix(dir, socket)?)),
-            Transport::Backdoor => Ok(None),
-            Transport::Vsock | Transport::Auto => {
-                // Only VMware's VMX listens there; elsewhere CID 0 is another hypervisor's.
-                if !assume_vmware {
-                    toolbox_rpc::detect::require_vmware()?;
-                }
-                match vsock::connect_host(port) {
-                    Ok(s) => Ok(Some(s)),
-                    Err(e) if *transport == Transport::Auto => {
-                        tracing::debug!(error = %e, protocol = protocol.name(), "vsock unavailable, using the backdoor");
-                        Ok(None)
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            }
+    fn endpoint(&self, protocol: Protocol) -> Result<Endpoint, TransportError> {
+        match self {
+            Connector::Model(_) => Ok(Endpoint::Backdoor { vsock_failed: None }),
+            Connector::Transport {
+                transport,
+                assume_vmware,
+            } => endpoint(transport, protocol, *assume_vmware),
         }
     }
 
     /// Opens the TCLO channel.
     pub fn tclo(&self) -> Result<TcloConn, TransportError> {
-        match self.std_stream(TCLO_SOCKET, vsock::TCLO_PORT, Protocol::Tclo)? {
-            Some(s) => Ok(TcloConn::Stream(s)),
-            None => Ok(TcloConn::Backdoor(self.backdoor(Protocol::Tclo)?)),
+        match self.endpoint(Protocol::Tclo)? {
+            Endpoint::Stream(s) => Ok(TcloConn::Stream(s)),
+            Endpoint::Backdoor { vsock_failed } => self
+                .backdoor(Protocol::Tclo)
+                .map(TcloConn::Backdoor)
+                .map_err(|e| backdoor_failed(vsock_failed, e)),
         }
     }
 
     /// Opens the RPCI channel.
     pub fn rpci(&self) -> Result<RpciConn, TransportError> {
-        match self.stream(RPCI_SOCKET, vsock::RPCI_PORT, Protocol::Rpci)? {
-            Some(s) => {
-                let (r, w) = s.into_split();
+        match self.endpoint(Protocol::Rpci)? {
+            Endpoint::Stream(s) => {
+                let (r, w) = into_tokio(s)?.into_split();
                 Ok(RpciConn::Stream {
                     reader: PacketReader::new(r),
                     writer: w,
                 })
             }
-            None => Ok(RpciConn::Backdoor(self.backdoor(Protocol::Rpci)?)),
+            Endpoint::Backdoor { vsock_failed } => self
+                .backdoor(Protocol::Rpci)
+                .map(RpciConn::Backdoor)
+                .map_err(|e| backdoor_failed(vsock_failed, e)),
         }
     }
 }

@@ -110,45 +110,83 @@ pub fn open_backdoor(
     Ok(MessageChannel::open(port, protocol)?)
 }
 
+/// Where one of the VMX's channels is to be opened.
+#[derive(Debug)]
+pub enum Endpoint {
+    /// A connected stream (vsock or `unix:DIR`) carrying packets.
+    Stream(UnixStream),
+    /// The backdoor; with `auto`, why vsock could not be had.
+    Backdoor {
+        /// The vsock failure `auto` fell back from.
+        vsock_failed: Option<Box<TransportError>>,
+    },
+}
+
+/// Resolves `transport` for `protocol`'s channel: connects the stream (`DIR/tclo.sock` or
+/// `DIR/rpci.sock`; vsock port 975 or 976), or says to use the backdoor. VMware is checked for
+/// before vsock, unless `assume_vmware`.
+pub fn endpoint(
+    transport: &Transport,
+    protocol: Protocol,
+    assume_vmware: bool,
+) -> Result<Endpoint, TransportError> {
+    let (socket, port) = match protocol {
+        Protocol::Tclo => (TCLO_SOCKET, vsock::TCLO_PORT),
+        Protocol::Rpci => (RPCI_SOCKET, vsock::RPCI_PORT),
+    };
+    match transport {
+        Transport::Unix(dir) => Ok(Endpoint::Stream(connect_unix(dir, socket)?)),
+        Transport::Backdoor => Ok(Endpoint::Backdoor { vsock_failed: None }),
+        Transport::Vsock | Transport::Auto => {
+            // Only VMware's VMX listens there; elsewhere CID 0 is another hypervisor's.
+            if !assume_vmware {
+                crate::detect::require_vmware()?;
+            }
+            match vsock::connect_host(port) {
+                Ok(s) => Ok(Endpoint::Stream(s)),
+                Err(e) if *transport == Transport::Auto => {
+                    tracing::debug!(error = %e, protocol = protocol.name(), "vsock unavailable, using the backdoor");
+                    Ok(Endpoint::Backdoor {
+                        vsock_failed: Some(Box::new(e.into())),
+                    })
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A backdoor failure, joined with the vsock failure `auto` fell back from.
+pub fn backdoor_failed(
+    vsock_failed: Option<Box<TransportError>>,
+    backdoor: TransportError,
+) -> TransportError {
+    match vsock_failed {
+        Some(vsock) => TransportError::Exhausted {
+            vsock,
+            backdoor: Box::new(backdoor),
+        },
+        None => backdoor,
+    }
+}
+
 /// Opens an RPCI client. `one_shot` asks stream peers to close after the first reply.
 pub fn connect_rpci(
     transport: &Transport,
     assume_vmware: bool,
     one_shot: bool,
 ) -> Result<RpciClient, TransportError> {
-    match transport {
-        Transport::Backdoor => Ok(RpciClient::new(
-            open_backdoor(Protocol::Rpci, assume_vmware)?,
-            "backdoor",
-        )),
-        Transport::Vsock => {
-            // Only VMware's VMX listens there; elsewhere CID 0 is some other hypervisor's.
-            if !assume_vmware {
-                crate::detect::require_vmware()?;
-            }
-            let s = vsock::connect_host(vsock::RPCI_PORT)?;
-            Ok(RpciClient::new(StreamRpci::new(s, one_shot), "vsock"))
+    match endpoint(transport, Protocol::Rpci, assume_vmware)? {
+        Endpoint::Stream(s) => {
+            let name = if matches!(transport, Transport::Unix(_)) {
+                "unix"
+            } else {
+                "vsock"
+            };
+            Ok(RpciClient::new(StreamRpci::new(s, one_shot), name))
         }
-        Transport::Unix(dir) => {
-            let s = connect_unix(dir, RPCI_SOCKET)?;
-            Ok(RpciClient::new(StreamRpci::new(s, one_shot), "unix"))
-        }
-        Transport::Auto => {
-            if !assume_vmware {
-                crate::detect::require_vmware()?;
-            }
-            match connect_rpci(&Transport::Vsock, assume_vmware, one_shot) {
-                Ok(c) => Ok(c),
-                Err(vsock) => {
-                    tracing::debug!(error = %vsock, "vsock unavailable, using the backdoor");
-                    connect_rpci(&Transport::Backdoor, assume_vmware, one_shot).map_err(
-                        |backdoor| TransportError::Exhausted {
-                            vsock: Box::new(vsock),
-                            backdoor: Box::new(backdoor),
-                        },
-                    )
-                }
-            }
-        }
+        Endpoint::Backdoor { vsock_failed } => open_backdoor(Protocol::Rpci, assume_vmware)
+            .map(|chan| RpciClient::new(chan, "backdoor"))
+            .map_err(|e| backdoor_failed(vsock_failed, e)),
     }
 }

@@ -15,6 +15,7 @@ use crate::dispatch::{Dispatcher, Reply};
 use crate::guestinfo::{self, NicFilter, NicMethod, Snapshot};
 use crate::power;
 use crate::timer::Timer;
+use crate::xdr::NicInfo;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,9 @@ pub enum SessionError {
 
 struct GuestInfoState {
     nic_method: usize,
+    /// The NIC info the VMX last took.
+    sent_nics: Option<NicInfo>,
+    /// The other messages the VMX last took, by kind.
     sent: HashMap<&'static str, Vec<u8>>,
 }
 
@@ -176,15 +180,17 @@ impl Context {
 
     /// Tells the VMX what changed since the last push (everything when `force`).
     pub async fn send_guest_info(&self, force: bool) {
-        let snap = self.snapshot();
+        self.send_snapshot(&self.snapshot(), force).await;
+    }
+
+    async fn send_snapshot(&self, snap: &Snapshot, force: bool) {
         let mut st = self.shared.guestinfo.lock().await;
         if force {
+            st.sent_nics = None;
             st.sent.clear();
         }
         // NIC info, with vmtoolsd's fallbacks from the method that last worked.
-        let key = "nicinfo";
-        let encoded = snap.nic_info.encode_v3(crate::xdr::MAX_IPS);
-        if st.sent.get(key) != Some(&encoded) {
+        if st.sent_nics.as_ref() != Some(&snap.nic_info) {
             let mut ok = false;
             for i in st.nic_method..NicMethod::ALL.len() {
                 let m = NicMethod::ALL[i];
@@ -204,12 +210,12 @@ impl Context {
                 }
             }
             if ok {
-                st.sent.insert(key, encoded);
+                st.sent_nics = Some(snap.nic_info.clone());
             } else {
                 st.nic_method = 0;
             }
         }
-        for (key, msg) in guestinfo::other_messages(&snap) {
+        for (key, msg) in guestinfo::other_messages(snap) {
             if st.sent.get(key) == Some(&msg) {
                 continue;
             }
@@ -325,6 +331,7 @@ impl ServiceBuilder {
                     rpci: tokio::sync::Mutex::new(None),
                     guestinfo: tokio::sync::Mutex::new(GuestInfoState {
                         nic_method: 0,
+                        sent_nics: None,
                         sent: HashMap::new(),
                     }),
                     work: Notify::new(),
@@ -597,5 +604,5 @@ async fn broadcast_ip(ctx: &Context) {
     {
         warn!(error = %e, "broadcastIP");
     }
-    ctx.send_guest_info(true).await;
+    ctx.send_snapshot(&snap, true).await;
 }

@@ -52,6 +52,10 @@ impl<R: tokio::io::AsyncRead + Unpin> PacketReader<R> {
                 if self.buf.len() >= total {
                     let packet = Packet::decode(&self.buf[..total]);
                     self.buf.drain(..total);
+                    // After a large packet, do not keep its buffer on an idle connection.
+                    if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
+                        self.buf.shrink_to(4096);
+                    }
                     return Ok(packet?);
                 }
                 self.buf.reserve(total - self.buf.len());
@@ -72,10 +76,6 @@ impl<R: tokio::io::AsyncRead + Unpin> PacketReader<R> {
                     what: "reading packet",
                     source: io::ErrorKind::UnexpectedEof.into(),
                 });
-            }
-            // Keep an idle connection's buffer small.
-            if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
-                self.buf.shrink_to(4096);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use toolbox::channel::Connector;
+use toolbox::service::channel::Connector;
 use toolbox::service::ServiceBuilder;
 use toolbox::sim::Sim;
 use toolbox_rpc::model::VmxModel;

@@ -98,7 +98,7 @@ impl Default for GuestInfoConfig {
     fn default() -> Self {
         GuestInfoConfig {
             exclude_nics: DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect(),
-            max_nics: crate::xdr::MAX_NICS,
+            max_nics: crate::guestinfo::xdr::MAX_NICS,
             interval_secs: 30,
         }
     }

@@ -1,6 +1,6 @@
 //! Oracles for the fuzz targets in `fuzz/` and the property tests. Not part of the API.
 
-use crate::xdr;
+use crate::guestinfo::xdr;
 
 /// NIC info decoder (the simulator's, i.e. the VMX side): whatever decodes re-encodes to a
 /// record that decodes the same.

@@ -8,7 +8,6 @@
 
 pub use toolbox_rpc as rpc;
 
-pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
@@ -18,5 +17,3 @@ pub mod guestinfo;
 pub mod power;
 pub mod service;
 pub mod sim;
-pub mod timer;
-pub mod xdr;

@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use toolbox::channel::Connector;
 use toolbox::config::Config;
+use toolbox::service::channel::Connector;
 use toolbox::service::ServiceBuilder;
 use toolbox_rpc::model::{ModelConfig, VmxModel};
 

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use std::net::IpAddr;
-use toolbox::xdr::{self, DnsConfig, IpEntry, Nic, NicInfo, Route, TypedIp, XdrError};
+use toolbox::guestinfo::xdr::{self, DnsConfig, IpEntry, Nic, NicInfo, Route, TypedIp, XdrError};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();

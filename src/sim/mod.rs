@@ -8,9 +8,9 @@
 //! takes JSON-line commands from `vmx-sim -d DIR ...` and from tests. Faults: drop the channel,
 //! send garbage, delay or refuse replies.
 
-use crate::channel::PacketReader;
 use crate::guestinfo::info_type;
-use crate::xdr::{self, NicInfo};
+use crate::guestinfo::xdr::{self, NicInfo};
+use crate::service::channel::PacketReader;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

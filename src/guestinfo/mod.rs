@@ -5,10 +5,12 @@
 //! running system; [`NicMethod`] and [`other_messages`] turn a [`Snapshot`] into the
 //! `SetGuestInfo` requests vmtoolsd sends (`services/plugins/guestInfo/guestInfoServer.c`).
 
-use crate::xdr::{self, DnsConfig, IpEntry, Nic, NicInfo, Route, TypedIp};
+pub mod xdr;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+use xdr::{DnsConfig, IpEntry, Nic, NicInfo, Route, TypedIp};
 
 /// `GuestInfoType` (`lib/include/guestInfo.h`).
 #[allow(missing_docs)]

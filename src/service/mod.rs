@@ -9,17 +9,20 @@
 //! Library use (appliance init): build with [`ServiceBuilder`], add handlers, `run` it on your
 //! runtime, stop it with the [`StopHandle`]. See `examples/embedded.rs`.
 
-use crate::channel::{split_tclo, Connector, PacketReader, RpciConn, TcloConn};
+pub mod channel;
+pub mod timer;
+
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Reply};
+use crate::guestinfo::xdr::NicInfo;
 use crate::guestinfo::{self, NicFilter, NicMethod, Snapshot};
 use crate::power;
-use crate::timer::Timer;
-use crate::xdr::NicInfo;
+use channel::{split_tclo, Connector, PacketReader, RpciConn, TcloConn};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use timer::Timer;
 use tokio::sync::{watch, Notify};
 use toolbox_rpc::packet::{Packet, PacketType};
 use toolbox_rpc::rpci::RpciError;
@@ -457,7 +460,7 @@ impl Service {
 
     async fn backdoor_session(
         &self,
-        mut chan: crate::channel::BackdoorChannel,
+        mut chan: channel::BackdoorChannel,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         debug!(id = chan.id(), "TCLO backdoor channel open");

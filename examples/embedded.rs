@@ -7,7 +7,6 @@
 use std::time::Duration;
 use toolbox::config::{Config, PowerMethod};
 use toolbox::dispatch::Reply;
-use toolbox::service::ServiceBuilder;
 
 fn main() -> std::io::Result<()> {
     let mut config = Config::default();
@@ -20,7 +19,7 @@ fn main() -> std::io::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let service = ServiceBuilder::new(config)
+        let service = toolbox::agent::builder(config)
             // A TCLO command of the appliance's own: `Appliance_Status` answers "OK ready".
             .handler("Appliance_Status", |_ctx, _args| Reply::ok("ready"))
             .build();

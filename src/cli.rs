@@ -1,7 +1,6 @@
 //! The `toolbox` command line: flags parsed by clap, then run.
 
 use crate::config::Config;
-use crate::service::ServiceBuilder;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -181,6 +180,11 @@ fn init_logging(level: &str, standalone: bool) {
         .try_init();
 }
 
+/// At most this many threads do blocking work at once.
+const BLOCKING_THREADS: usize = 8;
+/// An idle blocking thread leaves after this long.
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `toolbox run` and `toolbox -s`: the agent on a one-thread runtime until SIGTERM or SIGINT.
 fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
     let mut config = Config::load(cli.config.as_deref())?;
@@ -195,6 +199,10 @@ fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Blocking work (opening channels, guest operations) gets a bounded pool whose threads
+        // leave when idle, so an idle agent is one thread.
+        .max_blocking_threads(BLOCKING_THREADS)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .build()
         .map_err(CliError::Runtime)?;
     rt.block_on(async {
@@ -202,7 +210,7 @@ fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
         let mut term = signal(SignalKind::terminate()).map_err(CliError::Runtime)?;
         let mut int = signal(SignalKind::interrupt()).map_err(CliError::Runtime)?;
         tracing::info!(transport = %config.transport, standalone = cli.standalone, "starting");
-        let service = ServiceBuilder::new(config)
+        let service = crate::agent::builder(config)
             .assume_vmware(assume_vmware)
             .trace(cli.standalone)
             .build();

@@ -8,7 +8,9 @@
 
 pub use toolbox_rpc as rpc;
 
+pub mod agent;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod dispatch;
 #[doc(hidden)]

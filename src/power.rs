@@ -7,10 +7,11 @@
 //! retry counts as a success, so a user can force a shutdown past a broken script.
 
 use crate::config::{PowerConfig, PowerMethod};
-use crate::dispatch::{Dispatcher, Reply};
-use crate::service::Context;
+use crate::dispatch::{Context, Deferred, Feature, Registry, Reply};
 use std::path::PathBuf;
-use tracing::{info, warn};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use tracing::{debug, info, warn};
 
 /// `GuestOsState` (`lib/include/vmware/guestrpc/powerops.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,84 +79,176 @@ impl StateChange {
     }
 }
 
-/// What is in progress and what failed last.
-#[derive(Debug, Default)]
-pub struct State {
+/// `TOOLSOPTION_SCRIPTS_*` (`lib/include/vmware/guestrpc/powerops.h`): the host turns each
+/// state change's script on or off; halt and reboot share one.
+const SCRIPT_OPTIONS: [(&str, &[StateChange]); 4] = [
+    ("toolScripts.afterPowerOn", &[StateChange::PowerOn]),
+    (
+        "toolScripts.beforePowerOff",
+        &[StateChange::Halt, StateChange::Reboot],
+    ),
+    ("toolScripts.afterResume", &[StateChange::Resume]),
+    ("toolScripts.beforeSuspend", &[StateChange::Suspend]),
+];
+
+/// What is in progress, what failed last, which scripts the host wants run.
+#[derive(Debug)]
+struct State {
     in_progress: Option<StateChange>,
     last_failed: Option<StateChange>,
+    script_enabled: [bool; 6],
 }
 
-/// Registers the five handlers.
-pub fn register(d: &mut Dispatcher) {
-    for (name, change) in StateChange::ALL {
-        d.register(name, move |ctx, _| start(ctx, change));
+/// The power operations feature: owns its state, registers its five handlers, its options and
+/// its capabilities.
+#[derive(Debug)]
+pub struct Power {
+    config: PowerConfig,
+    state: Mutex<State>,
+}
+
+/// Releases the in-progress flag however the state change ends: done, failed, panicked or
+/// aborted with the service.
+struct InProgress(Arc<Power>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.state().in_progress = None;
     }
 }
 
-fn start(ctx: &Context, change: StateChange) -> Reply {
-    {
-        let mut st = ctx.power_state();
-        if st.in_progress.is_some() {
-            return Reply::error("State change already in progress");
-        }
-        st.in_progress = Some(change);
+impl Power {
+    /// The feature, with its configuration.
+    pub fn new(config: PowerConfig) -> Arc<Power> {
+        Arc::new(Power {
+            config,
+            state: Mutex::new(State {
+                in_progress: None,
+                last_failed: None,
+                script_enabled: [true; 6],
+            }),
+        })
     }
-    info!(?change, "state change requested");
-    let c = ctx.clone();
-    ctx.spawn(async move { run(&c, change).await });
-    Reply::ok("")
-}
 
-async fn run_script(path: &PathBuf) -> bool {
-    info!(script = %path.display(), "running state change script");
-    match tokio::process::Command::new(path)
-        .stdin(std::process::Stdio::null())
-        .status()
-        .await
-    {
-        Ok(s) if s.success() => true,
-        Ok(s) => {
-            warn!(script = %path.display(), status = %s, "state change script failed");
-            false
-        }
-        Err(e) => {
-            warn!(script = %path.display(), error = %e, "state change script could not run");
-            false
-        }
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Never held across an await; a panic elsewhere leaves the data valid.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-async fn run(ctx: &Context, change: StateChange) {
-    let cfg = &ctx.config().power;
-    let mut success = match change.script(cfg) {
-        Some(p) => run_script(&p).await,
-        None => true,
-    };
-    {
-        let mut st = ctx.power_state();
-        if success || st.last_failed == Some(change) {
-            success = true;
-            st.last_failed = None;
+    /// `PowerOpsStateChange`: answered once the script is started (or found to be unneeded);
+    /// its end is reported by `tools.os.statechange.status`.
+    fn start(self: &Arc<Self>, ctx: &Context, change: StateChange) -> Reply {
+        let enabled = {
+            let mut st = self.state();
+            if st.in_progress.is_some() {
+                return Reply::error("State change already in progress");
+            }
+            st.in_progress = Some(change);
+            st.script_enabled[change as usize]
+        };
+        let guard = InProgress(self.clone());
+        info!(?change, "state change requested");
+        let script = if enabled {
+            change.script(&self.config)
         } else {
-            st.last_failed = Some(change);
+            debug!(?change, "the host turned this script off");
+            None
+        };
+        let me = self.clone();
+        let c = ctx.clone();
+        let Some(path) = script else {
+            ctx.spawn(async move { me.done(&c, change, true, guard).await });
+            return Reply::ok("");
+        };
+        info!(script = %path.display(), "running state change script");
+        let spawned = tokio::process::Command::new(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(mut child) => {
+                ctx.spawn(async move {
+                    let ok = match child.wait().await {
+                        Ok(s) if s.success() => true,
+                        Ok(s) => {
+                            warn!(script = %path.display(), status = %s, "state change script failed");
+                            false
+                        }
+                        Err(e) => {
+                            warn!(script = %path.display(), error = %e, "waiting for the state change script");
+                            false
+                        }
+                    };
+                    me.done(&c, change, ok, guard).await;
+                });
+                Reply::ok("")
+            }
+            Err(e) => {
+                warn!(script = %path.display(), error = %e, "state change script could not start");
+                ctx.spawn(async move { me.done(&c, change, false, guard).await });
+                Reply::error("Error starting script")
+            }
         }
     }
-    let mut msg = format!(
-        "tools.os.statechange.status {} {}",
-        u32::from(success),
-        change as u32
-    )
-    .into_bytes();
-    msg.push(0);
-    if let Err(e) = ctx.rpci(&msg).await {
-        warn!(error = %e, "sending the state change status");
-    }
-    if success && matches!(change, StateChange::Halt | StateChange::Reboot) {
-        if let Err(e) = act(cfg, change == StateChange::Reboot).await {
-            warn!(error = %e, "carrying out the state change");
+
+    /// `PowerOpsStateChangeDone`: the status to the VMX, then halt or reboot on success.
+    async fn done(&self, ctx: &Context, change: StateChange, ok: bool, guard: InProgress) {
+        let success = {
+            let mut st = self.state();
+            // A retry of a change that failed last time goes through (softpowerop_retry).
+            if ok || st.last_failed == Some(change) {
+                st.last_failed = None;
+                true
+            } else {
+                st.last_failed = Some(change);
+                false
+            }
+        };
+        let mut msg = format!(
+            "tools.os.statechange.status {} {}",
+            u32::from(success),
+            change as u32
+        )
+        .into_bytes();
+        msg.push(0);
+        if let Err(e) = ctx.rpci(&msg).await {
+            warn!(error = %e, "sending the state change status");
         }
+        if success && matches!(change, StateChange::Halt | StateChange::Reboot) {
+            if let Err(e) = act(&self.config, change == StateChange::Reboot).await {
+                warn!(error = %e, "carrying out the state change");
+            }
+        }
+        drop(guard);
     }
-    ctx.power_state().in_progress = None;
+}
+
+impl Feature for Power {
+    fn register(self: Arc<Self>, r: &mut Registry) {
+        for (name, change) in StateChange::ALL {
+            let me = self.clone();
+            r.handler(name, move |ctx, _| me.start(ctx, change).into());
+        }
+        for (option, changes) in SCRIPT_OPTIONS {
+            let me = self.clone();
+            r.option(option, move |_, value| {
+                let enabled = match value {
+                    "1" => true,
+                    "0" => false,
+                    _ => return Deferred::Now(false),
+                };
+                let mut st = me.state();
+                for c in changes {
+                    st.script_enabled[*c as usize] = enabled;
+                }
+                Deferred::Now(true)
+            });
+        }
+        // TOOLS_CAP_OLD_NOVAL: the name and a space, no terminator (`ToolsCore_SetCapabilities`).
+        r.capability(&b"tools.capability.statechange "[..]);
+        r.capability(&b"tools.capability.softpowerop_retry "[..]);
+    }
 }
 
 /// Why halt or reboot did not happen.

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use toolbox::config::Config;
 use toolbox::service::channel::Connector;
-use toolbox::service::ServiceBuilder;
 use toolbox_rpc::model::{ModelConfig, VmxModel};
 
 fn quiet() -> Config {
@@ -37,7 +36,7 @@ async fn run(hb: bool) {
         log.lock().unwrap().push(req.to_vec());
         b"1 ".to_vec()
     }));
-    let service = ServiceBuilder::new(quiet())
+    let service = toolbox::agent::builder(quiet())
         .connector(Connector::Model(model.clone()))
         .handler("Custom_Command", |_, args| {
             toolbox::dispatch::Reply::ok([&b"got "[..], args].concat())
@@ -103,7 +102,7 @@ async fn polls_tclo_over_the_backdoor_model_low_bandwidth() {
 async fn reopens_the_channel_after_a_failure() {
     let model = VmxModel::default();
     model.set_rpci(Box::new(|_| b"1 ".to_vec()));
-    let service = ServiceBuilder::new(quiet())
+    let service = toolbox::agent::builder(quiet())
         .connector(Connector::Model(model.clone()))
         .build();
     let stop = service.stop_handle();

@@ -5,7 +5,10 @@
 //! running system; [`NicMethod`] and [`other_messages`] turn a [`Snapshot`] into the
 //! `SetGuestInfo` requests vmtoolsd sends (`services/plugins/guestInfo/guestInfoServer.c`).
 
+pub mod feature;
 pub mod xdr;
+
+pub use feature::GuestInfo;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

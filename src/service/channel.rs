@@ -6,12 +6,9 @@
 //! packet usually arrives in one read and reading is cancel-safe inside `select!`. Backdoor
 //! calls are made inline: each is a few microseconds of VMX time.
 
-use std::io::{self, Read, Write};
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::io::{self, Write};
 use std::time::Duration;
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use toolbox_rpc::backdoor::Backdoor;
@@ -94,36 +91,10 @@ pub async fn write_packet(w: &mut OwnedWriteHalf, p: &Packet) -> Result<(), Stre
 /// The read side of the TCLO stream, registered with the reactor for readability only.
 ///
 /// A socket registered for writability too gets an EPOLLOUT edge each time the peer drains
-/// what we sent, waking an idle agent a second time per heartbeat. Reading is all we wait for;
-/// writes go through [`TcloWriter`].
-#[derive(Debug)]
-pub struct TcloReader {
-    fd: AsyncFd<std::os::unix::net::UnixStream>,
-}
-
-impl tokio::io::AsyncRead for TcloReader {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|s| {
-                let mut stream: &std::os::unix::net::UnixStream = s.get_ref();
-                stream.read(unfilled)
-            }) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
+/// what we sent, waking an idle agent a second time per heartbeat. tokio's pipe receiver takes
+/// any owned descriptor and registers it for reading alone; read(2) on a socket is what it does.
+/// Writes go through [`TcloWriter`].
+pub type TcloReader = tokio::net::unix::pipe::Receiver;
 
 /// How long a TCLO reply may wait for room in the socket before the channel counts as broken.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -181,11 +152,8 @@ impl TcloWriter {
 pub fn split_tclo(s: std::os::unix::net::UnixStream) -> io::Result<(TcloReader, TcloWriter)> {
     s.set_nonblocking(true)?;
     let w = s.try_clone()?;
-    // `AsyncFd::with_interest` is deprecated for an `unsafe` constructor that cannot know the
-    // descriptor stays open; here the UnixStream owns it for the AsyncFd's whole life.
-    #[allow(deprecated)]
-    let fd = AsyncFd::with_interest(s, Interest::READABLE)?;
-    Ok((TcloReader { fd }, TcloWriter { s: w }))
+    let r = TcloReader::from_owned_fd_unchecked(std::os::fd::OwnedFd::from(s))?;
+    Ok((r, TcloWriter { s: w }))
 }
 
 /// The TCLO side.
@@ -194,6 +162,15 @@ pub enum TcloConn {
     /// Pushed packets.
     Stream(std::os::unix::net::UnixStream),
     /// Polled backdoor channel.
+    Backdoor(BackdoorChannel),
+}
+
+/// An opened RPCI channel, not yet registered with a runtime.
+#[derive(Debug)]
+pub enum RpciLink {
+    /// A connected stream.
+    Stream(std::os::unix::net::UnixStream),
+    /// A backdoor channel.
     Backdoor(BackdoorChannel),
 }
 
@@ -212,6 +189,20 @@ pub enum RpciConn {
 }
 
 impl RpciConn {
+    /// Registers an opened channel with the current runtime.
+    pub fn register(link: RpciLink) -> Result<RpciConn, TransportError> {
+        match link {
+            RpciLink::Stream(s) => {
+                let (r, w) = into_tokio(s)?.into_split();
+                Ok(RpciConn::Stream {
+                    reader: PacketReader::new(r),
+                    writer: w,
+                })
+            }
+            RpciLink::Backdoor(chan) => Ok(RpciConn::Backdoor(chan)),
+        }
+    }
+
     /// One request; the reply after `"1 "`.
     pub async fn call(&mut self, request: &[u8]) -> Result<Vec<u8>, RpciError> {
         let raw = match self {
@@ -273,7 +264,7 @@ impl Connector {
         }
     }
 
-    /// Opens the TCLO channel.
+    /// Opens the TCLO channel. Blocking, as [`Connector::rpci`].
     pub fn tclo(&self) -> Result<TcloConn, TransportError> {
         match self.endpoint(Protocol::Tclo)? {
             Endpoint::Stream(s) => Ok(TcloConn::Stream(s)),
@@ -284,19 +275,14 @@ impl Connector {
         }
     }
 
-    /// Opens the RPCI channel.
-    pub fn rpci(&self) -> Result<RpciConn, TransportError> {
+    /// Opens the RPCI channel. Blocking (a vsock connect walks source ports and may pause
+    /// between retries): run it on the blocking pool, then [`RpciConn::register`] the result.
+    pub fn rpci(&self) -> Result<RpciLink, TransportError> {
         match self.endpoint(Protocol::Rpci)? {
-            Endpoint::Stream(s) => {
-                let (r, w) = into_tokio(s)?.into_split();
-                Ok(RpciConn::Stream {
-                    reader: PacketReader::new(r),
-                    writer: w,
-                })
-            }
+            Endpoint::Stream(s) => Ok(RpciLink::Stream(s)),
             Endpoint::Backdoor { vsock_failed } => self
                 .backdoor(Protocol::Rpci)
-                .map(RpciConn::Backdoor)
+                .map(RpciLink::Backdoor)
                 .map_err(|e| backdoor_failed(vsock_failed, e)),
         }
     }

@@ -1,62 +1,41 @@
-//! The TCLO service: connect, answer the VMX, push guest info, reconnect on errors, stop cleanly.
+//! The TCLO service: connect, answer the VMX, reconnect on errors, stop cleanly.
 //!
-//! Over vsock and `unix:DIR` the host pushes requests: the loop sleeps in `read` and sends the
-//! 1 s heartbeat PING vmtoolsd sends (`RPCIN_HEARTBEAT_INTERVAL`, `lib/rpcIn/rpcin.c`). Over the
-//! backdoor it polls as vmtoolsd does: every 10 ms × delay, the delay backing off 1, 2, 4, 8, 10
-//! while idle and reset by each request, the reply going out with the next poll. A broken channel
-//! is reopened after a bounded, growing pause, so it never spins.
+//! The rules of a session live in [`session`], without I/O; this module is the tokio glue that
+//! reads the transport, feeds the session, dispatches requests and sleeps on one timer. The
+//! service knows no feature: power, guest info and the rest register through
+//! [`crate::dispatch::Registry`], and the composition root ([`crate::agent`]) picks them.
 //!
-//! Library use (appliance init): build with [`ServiceBuilder`], add handlers, `run` it on your
-//! runtime, stop it with the [`StopHandle`]. See `examples/embedded.rs`.
+//! Threads: the loop runs on the caller's runtime (one thread for `toolbox run`). Anything that
+//! can block (opening a vsock channel walks source ports and pauses between retries; guest
+//! operations do file I/O and PAM) goes to the runtime's bounded blocking pool, whose threads
+//! exit when idle, so an idle agent is one thread.
+//!
+//! Library use (appliance init): build with [`ServiceBuilder`], add features and handlers, `run`
+//! it on your runtime, stop it with the [`StopHandle`]. See `examples/embedded.rs`.
 
 pub mod channel;
+pub mod session;
 pub mod timer;
 
 use crate::config::Config;
-use crate::dispatch::{Dispatcher, Reply};
-use crate::guestinfo::xdr::NicInfo;
-use crate::guestinfo::{self, NicFilter, NicMethod, Snapshot};
-use crate::power;
-use channel::{split_tclo, Connector, PacketReader, RpciConn, TcloConn};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::dispatch::{
+    Answer, BoxFuture, Context, Deferred, Dispatcher, Feature, Host, Registry, Reply, StartHook,
+};
+use channel::{split_tclo, BackdoorChannel, Connector, PacketReader, RpciConn, TcloConn};
+use session::{NotARequest, Reconnect, Session, Transmit};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timer::Timer;
-use tokio::sync::{watch, Notify};
-use toolbox_rpc::packet::{Packet, PacketType};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
 use toolbox_rpc::rpci::RpciError;
 use toolbox_rpc::stream::StreamError;
 use toolbox_rpc::TransportError;
 use tracing::{debug, info, warn};
 
-/// Name the agent answers `reset` with (`ATR <name>`), as vmtoolsd's main service does.
-pub const APP_NAME: &str = "toolbox";
-
-/// `TOOLS_VERSION_UNMANAGED` (`lib/include/vm_tools_version.h`): the host does not manage it.
-pub const TOOLS_VERSION_UNMANAGED: u32 = 0x7fff_ffff;
-/// `TOOLS_TYPE_OVT`: an open-source tools build, which is what we are to the host.
-pub const TOOLS_TYPE_OVT: u32 = 4;
-
-/// Background work bits: a forced guest info push, `Set_Option broadcastIP 1`, capability
-/// registration.
-const WORK_PUSH: u8 = 1;
-const WORK_BROADCAST_IP: u8 = 2;
-const WORK_CAPABILITIES: u8 = 4;
-
-/// Backdoor poll period unit (`RpcInScheduleRecvEvent`: `delay * 10` ms).
-const POLL_UNIT: Duration = Duration::from_millis(10);
-/// `RPCIN_MAX_DELAY` (`lib/rpcChannel/rpcChannelInt.h`): 10 × 10 ms when idle.
-const MAX_POLL_DELAY: u32 = 10;
-/// How long an RPCI reply may take before the RPCI channel counts as broken. The VMX answers
-/// in microseconds; this only bounds a hung peer.
+/// How long an RPCI exchange (connecting included) may take before the RPCI channel counts as
+/// broken. The VMX answers in microseconds; this only bounds a hung peer.
 const RPCI_TIMEOUT: Duration = Duration::from_secs(10);
-/// Heartbeat over streams.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-/// Pauses between reconnection attempts: from this, doubling...
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-/// ...up to this. govmomi waits 5 s after an RPC error; vmtoolsd's vsock retry goes higher.
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Errors that end a session (the service reconnects after them).
 #[derive(Debug, thiserror::Error)]
@@ -67,81 +46,56 @@ pub enum SessionError {
     /// The stream failed.
     #[error(transparent)]
     Stream(#[from] StreamError),
+    /// The VMX sent a frame that is not a request.
+    #[error(transparent)]
+    NotARequest(#[from] NotARequest),
+    /// Opening the channel could not finish.
+    #[error("opening the TCLO channel did not finish")]
+    Abandoned,
 }
 
-struct GuestInfoState {
-    nic_method: usize,
-    /// The NIC info the VMX last took.
-    sent_nics: Option<NicInfo>,
-    /// The other messages the VMX last took, by kind.
-    sent: HashMap<&'static str, Vec<u8>>,
+fn io_error(what: &'static str) -> impl FnOnce(std::io::Error) -> StreamError {
+    move |source| StreamError::Io { what, source }
 }
 
-pub(crate) struct Shared {
-    pub(crate) config: Config,
+fn timed_out(what: &'static str) -> RpciError {
+    RpciError::Transport(TransportError::Stream(StreamError::Io {
+        what,
+        source: std::io::ErrorKind::TimedOut.into(),
+    }))
+}
+
+/// The service's side of [`Host`].
+struct Shared {
+    config: Config,
     connector: Connector,
     trace: bool,
     rpci: tokio::sync::Mutex<Option<RpciConn>>,
-    guestinfo: tokio::sync::Mutex<GuestInfoState>,
-    work: Notify,
-    pending: AtomicU8,
-    pub(crate) power: Mutex<power::State>,
     stop: watch::Sender<bool>,
-    filter: NicFilter,
-    capabilities: Vec<Vec<u8>>,
+    /// Tasks features spawned; aborted when the service stops.
+    tasks: Mutex<Vec<AbortHandle>>,
 }
 
-/// What handlers get: RPCI to the VMX, the configuration, a way to run slow work.
-#[derive(Clone)]
-pub struct Context {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Context {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").finish_non_exhaustive()
-    }
-}
-
-impl Context {
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.shared.config
-    }
-
-    /// True in standalone mode (`toolbox -s`): every RPC is traced.
-    pub fn trace(&self) -> bool {
-        self.shared.trace
-    }
-
-    /// Sends an RPCI request, (re)connecting the RPCI channel when needed; the result is the
-    /// reply after `"1 "`.
-    pub async fn rpci(&self, request: &[u8]) -> Result<Vec<u8>, RpciError> {
-        let mut conn = self.shared.rpci.lock().await;
+impl Shared {
+    async fn call_rpci(self: &Arc<Self>, request: &[u8]) -> Result<Vec<u8>, RpciError> {
+        let mut conn = self.rpci.lock().await;
         let mut last = None;
         // One retry on a fresh connection: the VMX may have dropped an idle one.
         for _ in 0..2 {
             if conn.is_none() {
-                *conn = Some(self.shared.connector.rpci().map_err(RpciError::Transport)?);
+                *conn = Some(self.open_rpci().await?);
             }
             let Some(c) = conn.as_mut() else { continue };
             let result = tokio::time::timeout(RPCI_TIMEOUT, c.call(request))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(RpciError::Transport(TransportError::Stream(
-                        StreamError::Io {
-                            what: "waiting for the RPCI reply",
-                            source: std::io::ErrorKind::TimedOut.into(),
-                        },
-                    )))
-                });
+                .unwrap_or_else(|_| Err(timed_out("waiting for the RPCI reply")));
             match result {
                 Err(RpciError::Transport(e)) => {
                     *conn = None;
                     last = Some(e);
                 }
                 other => {
-                    if self.shared.trace {
+                    if self.trace {
                         let name = toolbox_rpc::rpci::command_name(request);
                         match &other {
                             Ok(r) => {
@@ -159,86 +113,49 @@ impl Context {
         ))
     }
 
-    /// Runs `fut` on the service's runtime, off the request path.
-    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        tokio::spawn(fut);
+    /// Opens the RPCI channel on the blocking pool, within the RPCI timeout.
+    async fn open_rpci(&self) -> Result<RpciConn, RpciError> {
+        let connector = self.connector.clone();
+        let link = tokio::time::timeout(
+            RPCI_TIMEOUT,
+            tokio::task::spawn_blocking(move || connector.rpci()),
+        )
+        .await
+        .map_err(|_| timed_out("opening the RPCI channel"))?
+        .map_err(|_| timed_out("opening the RPCI channel"))??;
+        Ok(RpciConn::register(link)?)
     }
 
-    /// Asks for a guest info push now, everything resent.
-    pub fn push_guest_info(&self) {
-        self.request(WORK_PUSH);
+    fn track(&self, handle: AbortHandle) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+}
+
+/// A handle on the shared state that implements [`Host`].
+struct ServiceHost(Arc<Shared>);
+
+impl Host for ServiceHost {
+    fn rpci(&self, request: Vec<u8>) -> BoxFuture<Result<Vec<u8>, RpciError>> {
+        let shared = self.0.clone();
+        Box::pin(async move { shared.call_rpci(&request).await })
     }
 
-    /// Queues background work. Requests coalesce: a VMX repeating one while it is pending
-    /// costs nothing more.
-    fn request(&self, bits: u8) {
-        self.shared.pending.fetch_or(bits, Ordering::AcqRel);
-        self.shared.work.notify_one();
+    fn spawn(&self, fut: BoxFuture<()>) {
+        self.0.track(tokio::spawn(fut).abort_handle());
     }
 
-    /// A fresh snapshot of the guest.
-    pub fn snapshot(&self) -> Snapshot {
-        guestinfo::gather(&self.shared.filter)
+    fn spawn_blocking(&self, work: Box<dyn FnOnce() + Send + 'static>) {
+        tokio::task::spawn_blocking(work);
     }
 
-    /// Tells the VMX what changed since the last push (everything when `force`).
-    pub async fn send_guest_info(&self, force: bool) {
-        self.send_snapshot(&self.snapshot(), force).await;
+    fn config(&self) -> &Config {
+        &self.0.config
     }
 
-    async fn send_snapshot(&self, snap: &Snapshot, force: bool) {
-        let mut st = self.shared.guestinfo.lock().await;
-        if force {
-            st.sent_nics = None;
-            st.sent.clear();
-        }
-        // NIC info, with vmtoolsd's fallbacks from the method that last worked.
-        if st.sent_nics.as_ref() != Some(&snap.nic_info) {
-            let mut ok = false;
-            for i in st.nic_method..NicMethod::ALL.len() {
-                let m = NicMethod::ALL[i];
-                match self.rpci(&m.request(&snap.nic_info)).await {
-                    Ok(_) => {
-                        st.nic_method = i;
-                        ok = true;
-                        break;
-                    }
-                    Err(RpciError::Transport(e)) => {
-                        warn!(error = %e, "sending NIC info");
-                        break;
-                    }
-                    Err(e) => {
-                        debug!(method = ?m, error = %e, "NIC info refused, trying the next form")
-                    }
-                }
-            }
-            if ok {
-                st.sent_nics = Some(snap.nic_info.clone());
-            } else {
-                st.nic_method = 0;
-            }
-        }
-        for (key, msg) in guestinfo::other_messages(snap) {
-            if st.sent.get(key) == Some(&msg) {
-                continue;
-            }
-            match self.rpci(&msg).await {
-                Ok(_) => {
-                    st.sent.insert(key, msg);
-                }
-                Err(e) => debug!(info = key, error = %e, "guest info not taken"),
-            }
-        }
-    }
-
-    pub(crate) fn power_state(&self) -> std::sync::MutexGuard<'_, power::State> {
-        // The lock is never held across an await or a panic point.
-        self.shared.power.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Asks the service to stop.
-    pub fn stop(&self) {
-        let _ = self.shared.stop.send(true);
+    fn trace(&self) -> bool {
+        self.0.trace
     }
 }
 
@@ -260,29 +177,52 @@ pub struct ServiceBuilder {
     connector: Option<Connector>,
     assume_vmware: bool,
     trace: bool,
-    dispatcher: Dispatcher,
-    capabilities: Vec<Vec<u8>>,
+    registry: Registry,
 }
 
 impl ServiceBuilder {
-    /// Starts from a configuration; the default handlers are registered.
+    /// A service with no features: it answers the protocol's own commands only. See
+    /// [`crate::agent::builder`] for the agent's features.
     pub fn new(config: Config) -> ServiceBuilder {
-        let mut dispatcher = Dispatcher::default();
-        register_defaults(&mut dispatcher);
         ServiceBuilder {
             config,
             connector: None,
             assume_vmware: false,
             trace: false,
-            dispatcher,
-            capabilities: capabilities(),
+            registry: Registry::default(),
         }
     }
 
-    /// Adds an RPCI request sent on every `Capabilities_Register`, e.g.
-    /// `tools.capability.hgfs_server toolbox 1` from a feature that needs the host to know it.
+    /// Adds a feature.
+    pub fn feature(mut self, f: Arc<dyn Feature>) -> Self {
+        self.registry.feature(f);
+        self
+    }
+
+    /// Adds or replaces a TCLO handler with text arguments.
+    pub fn handler(
+        mut self,
+        name: &str,
+        h: impl Fn(&Context, &[u8]) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        self.registry
+            .handler(name, move |ctx, args| Deferred::Now(h(ctx, args)));
+        self
+    }
+
+    /// Adds or replaces a TCLO handler that may answer later.
+    pub fn deferred_handler(
+        mut self,
+        name: &str,
+        h: impl Fn(&Context, &[u8]) -> Answer + Send + Sync + 'static,
+    ) -> Self {
+        self.registry.handler(name, h);
+        self
+    }
+
+    /// Adds an RPCI request sent on every `Capabilities_Register`.
     pub fn capability(mut self, request: impl Into<Vec<u8>>) -> Self {
-        self.capabilities.push(request.into());
+        self.registry.capability(request);
         self
     }
 
@@ -304,16 +244,6 @@ impl ServiceBuilder {
         self
     }
 
-    /// Adds or replaces a TCLO handler.
-    pub fn handler(
-        mut self,
-        name: &str,
-        h: impl Fn(&Context, &[u8]) -> Reply + Send + Sync + 'static,
-    ) -> Self {
-        self.dispatcher.register(name, h);
-        self
-    }
-
     /// The service, ready to run.
     pub fn build(self) -> Service {
         let connector = self.connector.unwrap_or(Connector::Transport {
@@ -321,46 +251,92 @@ impl ServiceBuilder {
             assume_vmware: self.assume_vmware,
         });
         let (stop, _) = watch::channel(false);
-        let filter = NicFilter {
-            exclude: self.config.guestinfo.exclude_nics.clone(),
-            max_nics: self.config.guestinfo.max_nics,
-        };
+        let shared = Arc::new(Shared {
+            config: self.config,
+            connector,
+            trace: self.trace,
+            rpci: tokio::sync::Mutex::new(None),
+            stop,
+            tasks: Mutex::default(),
+        });
+        let (dispatcher, start_hooks) = self.registry.build();
         Service {
-            ctx: Context {
-                shared: Arc::new(Shared {
-                    config: self.config,
-                    connector,
-                    trace: self.trace,
-                    rpci: tokio::sync::Mutex::new(None),
-                    guestinfo: tokio::sync::Mutex::new(GuestInfoState {
-                        nic_method: 0,
-                        sent_nics: None,
-                        sent: HashMap::new(),
-                    }),
-                    work: Notify::new(),
-                    pending: AtomicU8::new(0),
-                    power: Mutex::new(power::State::default()),
-                    stop,
-                    filter,
-                    capabilities: self.capabilities,
-                }),
-            },
-            dispatcher: Arc::new(self.dispatcher),
+            ctx: Context::new(Arc::new(ServiceHost(shared.clone()))),
+            shared,
+            dispatcher,
+            start_hooks,
         }
     }
 }
 
 /// The agent.
-#[derive(Debug)]
 pub struct Service {
     ctx: Context,
-    dispatcher: Arc<Dispatcher>,
+    shared: Arc<Shared>,
+    dispatcher: Dispatcher,
+    start_hooks: Vec<StartHook>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("dispatcher", &self.dispatcher)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits for the pending reply; never resolves when there is none.
+async fn pending_reply(pending: &mut Option<crate::dispatch::BoxFuture<Reply>>) -> Reply {
+    match pending {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps one timerfd armed for the session's next deadline.
+struct Alarm {
+    timer: Timer,
+    armed: Option<Instant>,
+}
+
+impl Alarm {
+    fn new() -> Result<Alarm, StreamError> {
+        Ok(Alarm {
+            timer: Timer::new().map_err(io_error("creating the session timer"))?,
+            armed: None,
+        })
+    }
+
+    /// Arms for `due` unless already armed for it (a syscall only when the deadline moves).
+    fn set(&mut self, due: Option<Instant>) -> Result<(), StreamError> {
+        if due != self.armed {
+            if let Some(d) = due {
+                self.timer
+                    .set_once(d.saturating_duration_since(Instant::now()))
+                    .map_err(io_error("arming the session timer"))?;
+            }
+            self.armed = due;
+        }
+        Ok(())
+    }
+
+    async fn fired(&mut self) -> Result<(), StreamError> {
+        if self.armed.is_none() {
+            return std::future::pending().await;
+        }
+        self.timer
+            .tick()
+            .await
+            .map_err(io_error("waiting for the session timer"))?;
+        self.armed = None;
+        Ok(())
+    }
 }
 
 impl Service {
     /// A handle that stops [`Service::run`].
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.ctx.shared.stop.clone())
+        StopHandle(self.shared.stop.clone())
     }
 
     /// The handlers' context (for RPCI from outside a handler).
@@ -369,17 +345,19 @@ impl Service {
     }
 
     /// Runs until stopped.
-    pub async fn run(self) {
-        let mut stop = self.ctx.shared.stop.subscribe();
-        let worker = tokio::spawn(worker(self.ctx.clone()));
-        let mut pause = RECONNECT_MIN;
+    pub async fn run(mut self) {
+        let mut stop = self.shared.stop.subscribe();
+        for hook in std::mem::take(&mut self.start_hooks) {
+            hook(self.ctx.clone());
+        }
+        let mut reconnect = Reconnect::new();
         let mut last_error = String::new();
         while !*stop.borrow() {
             let started = Instant::now();
-            let result = match self.ctx.shared.connector.tclo() {
+            let result = match self.open_tclo().await {
                 Ok(TcloConn::Stream(s)) => self.stream_session(s, &mut stop).await,
                 Ok(TcloConn::Backdoor(chan)) => self.backdoor_session(chan, &mut stop).await,
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
             match result {
                 // Only a stop ends a session without an error.
@@ -394,29 +372,39 @@ impl Service {
                     }
                 }
             }
-            // A session that lived a while was healthy: start the pauses over.
-            if started.elapsed() > Duration::from_secs(10) {
-                pause = RECONNECT_MIN;
-            }
             // The RPCI channel is probably broken too. If a call holds it, that call finds out
             // for itself (and times out at worst).
-            if let Ok(mut rpci) = self.ctx.shared.rpci.try_lock() {
+            if let Ok(mut rpci) = self.shared.rpci.try_lock() {
                 *rpci = None;
             }
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(reconnect.pause(started.elapsed())) => {}
                 _ = stop.changed() => break,
             }
-            pause = (pause * 2).min(RECONNECT_MAX);
         }
-        worker.abort();
+        for task in self
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
         // Close the RPCI channel so the VMX sees the agent go at once; a call in flight has at
         // most RPCI_TIMEOUT to finish.
-        if let Ok(mut rpci) = tokio::time::timeout(RPCI_TIMEOUT, self.ctx.shared.rpci.lock()).await
-        {
+        if let Ok(mut rpci) = tokio::time::timeout(RPCI_TIMEOUT, self.shared.rpci.lock()).await {
             *rpci = None;
         }
         info!("stopped");
+    }
+
+    async fn open_tclo(&self) -> Result<TcloConn, SessionError> {
+        let connector = self.shared.connector.clone();
+        tokio::task::spawn_blocking(move || connector.tclo())
+            .await
+            .map_err(|_| SessionError::Abandoned)?
+            .map_err(SessionError::from)
     }
 
     async fn stream_session(
@@ -425,34 +413,38 @@ impl Service {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         debug!("TCLO stream connected");
-        let (r, mut w) = split_tclo(s).map_err(|source| StreamError::Io {
-            what: "registering the TCLO socket",
-            source,
-        })?;
+        let (r, mut w) = split_tclo(s).map_err(io_error("registering the TCLO socket"))?;
         let mut reader = PacketReader::new(r);
-        let mut heartbeat: Option<Timer> = None;
+        let mut session = Session::stream();
+        let mut alarm = Alarm::new()?;
+        let mut pending = None;
         loop {
+            alarm.set(session.poll_timeout())?;
             tokio::select! {
                 biased;
                 _ = stop.changed() => {
                     w.shutdown();
                     return Ok(());
                 }
-                p = reader.next() => {
-                    let p = p?;
-                    if p.kind != PacketType::DATA {
-                        continue;
-                    }
-                    let reply = self.dispatcher.dispatch(&self.ctx, &p.payload);
-                    w.write_packet(&Packet::data(reply.to_wire())).await?;
-                    if heartbeat.is_none() {
-                        // vmtoolsd starts the heartbeat after its first successful send.
-                        heartbeat = Some(Timer::interval(HEARTBEAT).map_err(|source| StreamError::Io { what: "creating the heartbeat timer", source })?);
+                r = alarm.fired() => {
+                    r?;
+                    session.handle_timeout(Instant::now());
+                }
+                reply = pending_reply(&mut pending), if pending.is_some() => {
+                    pending = None;
+                    session.handle_reply(Instant::now(), reply.to_wire());
+                }
+                p = reader.next(), if !session.awaiting_reply() => {
+                    let request = session.handle_packet(p?)?;
+                    match self.dispatcher.dispatch(&self.ctx, &request) {
+                        Deferred::Now(reply) => session.handle_reply(Instant::now(), reply.to_wire()),
+                        Deferred::Later(f) => pending = Some(f),
                     }
                 }
-                r = tick_or_never(heartbeat.as_ref()) => {
-                    r.map_err(|source| StreamError::Io { what: "heartbeat timer", source })?;
-                    w.write_packet(&Packet::ping()).await?;
+            }
+            while let Some(t) = session.poll_transmit() {
+                if let Transmit::Packet(p) = t {
+                    w.write_packet(&p).await?;
                 }
             }
         }
@@ -460,152 +452,46 @@ impl Service {
 
     async fn backdoor_session(
         &self,
-        mut chan: channel::BackdoorChannel,
+        mut chan: BackdoorChannel,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         debug!(id = chan.id(), "TCLO backdoor channel open");
-        let mut delay: u32 = 0;
-        let mut reply: Vec<u8> = Vec::new();
-        let timer = Timer::new().map_err(|source| StreamError::Io {
-            what: "creating the poll timer",
-            source,
-        })?;
+        let mut session = Session::backdoor(Instant::now());
+        let mut alarm = Alarm::new()?;
+        let mut pending = None;
         loop {
+            alarm.set(session.poll_timeout())?;
             tokio::select! {
                 biased;
                 _ = stop.changed() => {
-                    if !reply.is_empty() {
+                    if let Some(reply) = session.unsent_reply() {
                         let _ = chan.send(&reply);
                     }
                     // Dropping the channel closes it.
                     return Ok(());
                 }
-                r = timer.sleep(POLL_UNIT * delay) => {
-                    r.map_err(|source| StreamError::Io { what: "poll timer", source })?;
+                reply = pending_reply(&mut pending), if pending.is_some() => {
+                    pending = None;
+                    session.handle_reply(Instant::now(), reply.to_wire());
+                }
+                r = alarm.fired() => {
+                    r?;
+                    session.handle_timeout(Instant::now());
                 }
             }
-            // Even an empty reply is sent: it tells the VMX we are here.
-            chan.send(&reply).map_err(TransportError::from)?;
-            reply.clear();
-            let request = chan.receive().map_err(TransportError::from)?;
-            if request.is_empty() {
-                delay = match delay {
-                    0 => 1,
-                    d => (d * 2).min(MAX_POLL_DELAY),
-                };
-            } else {
-                reply = self.dispatcher.dispatch(&self.ctx, &request).to_wire();
-                delay = 0;
-            }
-        }
-    }
-}
-
-async fn tick_or_never(t: Option<&Timer>) -> std::io::Result<()> {
-    match t {
-        Some(t) => t.tick().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Guest info every interval (only what changed) and the queued background work, one at a time.
-async fn worker(ctx: Context) {
-    let every = Duration::from_secs(ctx.config().guestinfo.interval_secs);
-    let timer = match Timer::interval(every) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            warn!(error = %e, "no timerfd; guest info is sent on request only");
-            None
-        }
-    };
-    // Pushed at start.
-    ctx.send_guest_info(false).await;
-    loop {
-        tokio::select! {
-            r = tick_or_never(timer.as_ref()) => {
-                if let Err(e) = r {
-                    warn!(error = %e, "guest info timer");
-                }
-                ctx.send_guest_info(false).await;
-            }
-            _ = ctx.shared.work.notified() => {
-                let bits = ctx.shared.pending.swap(0, Ordering::AcqRel);
-                if bits & WORK_CAPABILITIES != 0 {
-                    register_capabilities(&ctx).await;
-                }
-                if bits & WORK_BROADCAST_IP != 0 {
-                    broadcast_ip(&ctx).await;
-                } else if bits & WORK_PUSH != 0 {
-                    ctx.send_guest_info(true).await;
+            // A backdoor call is a few microseconds of VMX time: made inline.
+            while let Some(Transmit::Poll(reply)) = session.poll_transmit() {
+                chan.send(&reply).map_err(TransportError::from)?;
+                let request = chan.receive().map_err(TransportError::from)?;
+                if let Some(request) = session.handle_polled(Instant::now(), request) {
+                    match self.dispatcher.dispatch(&self.ctx, &request) {
+                        Deferred::Now(reply) => {
+                            session.handle_reply(Instant::now(), reply.to_wire())
+                        }
+                        Deferred::Later(f) => pending = Some(f),
+                    }
                 }
             }
         }
     }
-}
-
-fn register_defaults(d: &mut Dispatcher) {
-    d.register("reset", |ctx, _| {
-        // A reset follows a (re)connection, a resume or a vMotion: tell everything again.
-        ctx.push_guest_info();
-        Reply::ok(format!("ATR {APP_NAME}"))
-    });
-    d.register("ping", |_, _| Reply::ok(""));
-    d.register("Capabilities_Register", |ctx, _| {
-        ctx.request(WORK_CAPABILITIES);
-        Reply::ok("")
-    });
-    d.register("Set_Option", |ctx, args| {
-        let (key, value) = crate::dispatch::split_request(args);
-        let key = String::from_utf8_lossy(key).into_owned();
-        let value = String::from_utf8_lossy(value).into_owned();
-        info!(option = %key, value = %value, "Set_Option");
-        if key == "broadcastIP" && value == "1" {
-            ctx.request(WORK_BROADCAST_IP);
-        }
-        Reply::ok("")
-    });
-    power::register(d);
-}
-
-/// The capabilities vmtoolsd's power plugin registers; the tools version follows them.
-pub fn capabilities() -> Vec<Vec<u8>> {
-    vec![
-        // TOOLS_CAP_OLD_NOVAL: name and a space, no terminator (`ToolsCore_SetCapabilities`).
-        b"tools.capability.statechange ".to_vec(),
-        b"tools.capability.softpowerop_retry ".to_vec(),
-    ]
-}
-
-async fn register_capabilities(ctx: &Context) {
-    for cap in &ctx.shared.capabilities {
-        if let Err(e) = ctx.rpci(cap).await {
-            warn!(error = %e, "registering capability");
-        }
-    }
-    let mut msg =
-        format!("tools.set.versiontype {TOOLS_VERSION_UNMANAGED} {TOOLS_TYPE_OVT}").into_bytes();
-    msg.push(0);
-    if ctx.rpci(&msg).await.is_err() {
-        // Hosts too old for the type: the version alone.
-        let mut msg = format!("tools.set.version {TOOLS_VERSION_UNMANAGED}").into_bytes();
-        msg.push(0);
-        if let Err(e) = ctx.rpci(&msg).await {
-            warn!(error = %e, "setting the tools version");
-        }
-    }
-}
-
-async fn broadcast_ip(ctx: &Context) {
-    let snap = ctx.snapshot();
-    let ip = snap
-        .primary_ip()
-        .map(|ip| ip.to_string())
-        .unwrap_or_else(|| "unknown".into()); // GUESTINFO_IP_UNKNOWN
-    if let Err(e) = ctx
-        .rpci(format!("info-set guestinfo.ip {ip}").as_bytes())
-        .await
-    {
-        warn!(error = %e, "broadcastIP");
-    }
-    ctx.send_snapshot(&snap, true).await;
 }

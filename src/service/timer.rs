@@ -7,45 +7,38 @@
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::time::Duration;
-use tokio::io::unix::AsyncFd;
-
-/// tokio's `AsyncFd` wants `AsRawFd`; nix's `TimerFd` offers `AsFd`.
-#[derive(Debug)]
-struct Fd(TimerFd);
-
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
+use tokio::net::unix::pipe;
 
 /// A monotonic timer.
+///
+/// The reactor watches a duplicate of the timer's descriptor, registered for readability only
+/// through tokio's safe owned-descriptor constructor (`AsyncFd`'s constructors are `unsafe`
+/// now); both descriptors share the one timer, so arming either arms it.
 #[derive(Debug)]
 pub struct Timer {
-    fd: AsyncFd<Fd>,
+    timer: TimerFd,
+    ready: pipe::Receiver,
 }
 
 impl Timer {
     /// A disarmed timer.
     pub fn new() -> io::Result<Timer> {
-        let fd = TimerFd::new(
+        let timer = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
-        // `AsyncFd::new` is deprecated for `register`, which is `unsafe` because it cannot know
-        // the descriptor stays open; here `Fd` owns it for the AsyncFd's whole life.
-        #[allow(deprecated)]
-        let fd = AsyncFd::new(Fd(fd))?;
-        Ok(Timer { fd })
+        let watched = timer.as_fd().try_clone_to_owned()?;
+        let ready = pipe::Receiver::from_owned_fd_unchecked(watched)?;
+        Ok(Timer { timer, ready })
     }
 
     /// A timer that fires every `period`, the first time after one period.
     pub fn interval(period: Duration) -> io::Result<Timer> {
         let t = Timer::new()?;
         let p = TimeSpec::from_duration(period.max(Duration::from_nanos(1)));
-        t.fd.get_ref().0.set(
+        t.timer.set(
             Expiration::IntervalDelayed(p, p),
             TimerSetTimeFlags::empty(),
         )?;
@@ -56,20 +49,20 @@ impl Timer {
     pub fn set_once(&self, after: Duration) -> io::Result<()> {
         // A zero expiration would disarm the timer: use the smallest non-zero one.
         let after = TimeSpec::from_duration(after.max(Duration::from_nanos(1)));
-        self.fd
-            .get_ref()
-            .0
+        self.timer
             .set(Expiration::OneShot(after), TimerSetTimeFlags::empty())?;
         Ok(())
     }
 
     /// Waits for the next expiration.
     pub async fn tick(&self) -> io::Result<()> {
+        let mut expirations = [0u8; 8];
         loop {
-            let mut guard = self.fd.readable().await?;
-            match guard.try_io(|fd| fd.get_ref().0.wait().map_err(io::Error::from)) {
-                Ok(r) => return r,
-                Err(_would_block) => continue,
+            self.ready.readable().await?;
+            match self.ready.try_read(&mut expirations) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
             }
         }
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The agent without VMware: starts the VMX simulator and `toolbox run` on a temporary unix:DIR,
-# waits for the guest's IP, prints what the guest reported, asks for a reboot (the demo config
-# uses power method "none", so nothing happens to this machine), then stops both.
+# waits for the guest's IP, prints what the guest reported, asks for a reboot, then stops both.
+# Nothing of this machine runs: power method "none" halts nothing, and the power scripts are
+# looked up in the demo's own directory, whose poweroff-vm-default only notes that it ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --release --bin toolbox --bin vmx-sim
@@ -14,10 +15,17 @@ cleanup() {
     rm -rf "$DIR"
 }
 trap cleanup EXIT
+mkdir "$DIR/scripts"
+cat >"$DIR/scripts/poweroff-vm-default" <<'SCRIPT'
+#!/bin/sh
+echo "demo poweroff-vm-default ran (pid $$)" >>"$(dirname "$0")/ran.log"
+SCRIPT
+chmod +x "$DIR/scripts/poweroff-vm-default"
 cat >"$DIR/toolbox.toml" <<CONF
 log_level = "info"
 [power]
 method = "none"
+scripts_dir = "$DIR/scripts"
 CONF
 "$BIN/vmx-sim" serve "$DIR/vmx" 2>"$DIR/sim.log" &
 SIM=$!
@@ -32,6 +40,9 @@ echo "== vmx-sim guest.info"
 "$BIN/vmx-sim" -d "$DIR/vmx" guest.info
 echo "== vmx-sim vm.power -r"
 "$BIN/vmx-sim" -d "$DIR/vmx" vm.power -r
+for _ in $(seq 50); do [ -s "$DIR/scripts/ran.log" ] && break; sleep 0.1; done
+echo "== the demo's own power script"
+cat "$DIR/scripts/ran.log" 2>/dev/null || echo "(poweroff-vm-default did not run)"
 echo "== the agent's trace (toolbox -s)"
 kill -TERM "$AGENT"
 wait "$AGENT" 2>/dev/null || true

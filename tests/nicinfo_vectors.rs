@@ -259,7 +259,8 @@ fn v3_type_9_caps_at_64_addresses_as_guest_nic_info_v3_to_v3_64() {
 }
 
 // The v2 vectors follow NicInfoV3ToV2: the mask field holds the prefix length printed with %u
-// and dhcpEnabled is never set. No v2 decoder exists yet, so these check encoding only.
+// and dhcpEnabled is never set. The VMX side's decoder (vmx-sim's) reads them back as v3
+// records without origin, status or DNS.
 
 #[test]
 fn v2_nic_without_addresses_matches_nic_info_v3_to_v2() {
@@ -267,15 +268,38 @@ fn v2_nic_without_addresses_matches_nic_info_v3_to_v2() {
 }
 
 #[test]
-#[ignore = "encode_v2 writes IPv4 masks as dotted quads and sets dhcpEnabled from the origin; NicInfoV3ToV2 writes the prefix with %u and leaves dhcpEnabled 0"]
 fn v2_with_every_field_matches_nic_info_v3_to_v2() {
     assert_same_bytes(&full().encode_v2(), &vector!("v2-full"));
 }
 
 #[test]
-#[ignore = "encode_v2 writes IPv4 masks as dotted quads; NicInfoV3ToV2 writes the prefix with %u"]
 fn v2_caps_at_64_addresses_as_nic_info_v3_to_v2() {
     assert_same_bytes(&many_ips().encode_v2(), &vector!("v2-many-ips"));
+}
+
+#[test]
+fn v2_vectors_decode_to_their_addresses_and_prefixes() {
+    let theirs = xdr::decode(&vector!("v2-full")).unwrap();
+    let ours = full();
+    assert_eq!(theirs.nics.len(), ours.nics.len().min(xdr::MAX_NICS));
+    for (t, o) in theirs.nics.iter().zip(&ours.nics) {
+        assert_eq!(t.mac, o.mac);
+        let want: Vec<(Option<std::net::IpAddr>, u32)> = o
+            .ips
+            .iter()
+            .take(xdr::V2_MAX_IPS)
+            .map(|e| (e.addr.ip(), e.prefix_len))
+            .collect();
+        let got: Vec<(Option<std::net::IpAddr>, u32)> =
+            t.ips.iter().map(|e| (e.addr.ip(), e.prefix_len)).collect();
+        assert_eq!(got, want);
+    }
+    assert_eq!(
+        xdr::decode(&vector!("v2-many-ips")).unwrap().nics[0]
+            .ips
+            .len(),
+        xdr::V2_MAX_IPS
+    );
 }
 
 /// A v2 message with every `dhcpEnabled` and `subnetMask` zeroed, walking nicinfo.x's layout:

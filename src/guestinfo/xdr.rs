@@ -350,9 +350,10 @@ impl NicInfo {
         w.out
     }
 
-    /// `GuestNicProto { NIC_INFO_V2, &GuestNicList }`: per NIC the MAC and up to
-    /// [`V2_MAX_IPS`] addresses as fixed-size strings with dotted or colon masks (`NicInfoV3ToV2`
-    /// in `services/plugins/guestInfo/guestInfoServer.c`).
+    /// `GuestNicProto { NIC_INFO_V2, &GuestNicList }` as `NicInfoV3ToV2`
+    /// (`services/plugins/guestInfo/guestInfoServer.c`) writes it from the 64-address form:
+    /// per NIC the MAC and the first [`V2_MAX_IPS`] addresses, each as its `inet_ntop` text and
+    /// its prefix length printed with `%u` in the mask field; `dhcpEnabled` is never set.
     pub fn encode_v2(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.i32(NIC_INFO_V2);
@@ -361,38 +362,43 @@ impl NicInfo {
         w.u32(nics.len() as u32);
         for n in nics {
             w.char_array(&n.mac, MAC_LEN);
-            let ips: Vec<&IpEntry> = n
-                .ips
-                .iter()
-                .filter(|e| e.addr.ip().is_some())
-                .take(V2_MAX_IPS)
-                .collect();
+            let ips = &n.ips[..n.ips.len().min(V2_MAX_IPS)];
             w.u32(ips.len() as u32);
             for e in ips {
-                let ip = e.addr.ip().unwrap_or(IpAddr::from([0u8; 4]));
-                w.i32(if ip.is_ipv4() { 0 } else { 1 }); // NICINFO_ADDR_IPV4 / IPV6
-                w.i32(i32::from(e.origin == Some(origin::DHCP)));
-                w.char_array(&ip.to_string(), V2_IP_LEN);
-                w.char_array(&mask_string(ip, e.prefix_len), V2_IP_LEN);
+                let family = if e.addr.kind == addr_type::IPV4 {
+                    V2_FAMILY_IPV4
+                } else {
+                    V2_FAMILY_IPV6
+                };
+                w.i32(family);
+                w.i32(0);
+                let text = e.addr.ip().map(|ip| ip.to_string()).unwrap_or_default();
+                w.char_array(&text, V2_IP_LEN);
+                w.char_array(&e.prefix_len.to_string(), V2_IP_LEN);
             }
         }
         w.out
     }
 }
 
-/// A prefix length as v2 writes it: dotted quad for IPv4, the length itself for IPv6.
-fn mask_string(ip: IpAddr, prefix: u32) -> String {
-    match ip {
-        IpAddr::V4(_) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix.min(32))
-            };
-            std::net::Ipv4Addr::from(m).to_string()
-        }
-        IpAddr::V6(_) => prefix.to_string(),
+/// `NicInfoAddrType` (`lib/guestRpc/nicinfo.x`): v2's address families.
+pub const V2_FAMILY_IPV4: i32 = 0;
+/// See [`V2_FAMILY_IPV4`].
+pub const V2_FAMILY_IPV6: i32 = 1;
+
+/// A v2 mask field as a prefix length: `%u` as vmtoolsd writes it, or the hexadecimal
+/// (`0xffffff00`) and dotted forms nicinfo.x allows for IPv4.
+pub fn v2_prefix(mask: &str) -> Option<u32> {
+    if let Ok(n) = mask.parse::<u32>() {
+        return (n <= 128).then_some(n);
     }
+    let bits = if let Some(hex) = mask.strip_prefix("0x") {
+        u32::from_str_radix(hex, 16).ok()?
+    } else {
+        u32::from(mask.parse::<std::net::Ipv4Addr>().ok()?)
+    };
+    // Only contiguous masks are prefixes.
+    (bits.leading_ones() + bits.trailing_zeros() == 32).then_some(bits.leading_ones())
 }
 
 // ---------------------------------------------------------------------------------------- reader
@@ -429,25 +435,25 @@ pub enum XdrError {
     Trailing(usize),
 }
 
+/// XDR fields over the crate's one bounded reader, each failure naming its field.
 struct Reader<'a> {
-    buf: &'a [u8],
+    inner: crate::codec::Reader<'a>,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], XdrError> {
-        if self.buf.len() < n {
-            return Err(XdrError::Truncated(what));
+    fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader {
+            inner: crate::codec::Reader::new(buf),
         }
-        let (h, t) = self.buf.split_at(n);
-        self.buf = t;
-        Ok(h)
+    }
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], XdrError> {
+        self.inner.take(n).ok_or(XdrError::Truncated(what))
     }
     fn u32(&mut self, what: &'static str) -> Result<u32, XdrError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.inner.u32_be().ok_or(XdrError::Truncated(what))
     }
     fn i32(&mut self, what: &'static str) -> Result<i32, XdrError> {
-        Ok(self.u32(what)? as i32)
+        self.inner.i32_be().ok_or(XdrError::Truncated(what))
     }
     fn bool(&mut self, what: &'static str) -> Result<bool, XdrError> {
         match self.u32(what)? {
@@ -465,7 +471,7 @@ impl<'a> Reader<'a> {
             return Err(XdrError::TooLong { what, len: n, max });
         }
         // Each item takes at least `item_min` bytes: refuse counts the input cannot hold.
-        if (n as usize).saturating_mul(item_min) > self.buf.len() {
+        if !self.inner.fits(n as usize, item_min) {
             return Err(XdrError::Truncated(what));
         }
         Ok(n as usize)
@@ -490,6 +496,16 @@ impl<'a> Reader<'a> {
         } else {
             Ok(None)
         }
+    }
+    /// rpcgen's `char x[N]`: N 4-byte ints, the text ending at the first NUL.
+    fn char_array(&mut self, what: &'static str, n: usize) -> Result<String, XdrError> {
+        let raw = self.take(n * 4, what)?;
+        let bytes: Vec<u8> = raw
+            .chunks_exact(4)
+            .map(|c| c[3])
+            .take_while(|&b| b != 0)
+            .collect();
+        String::from_utf8(bytes).map_err(|_| XdrError::NotUtf8(what))
     }
     fn typed_ip(&mut self) -> Result<TypedIp, XdrError> {
         Ok(TypedIp {
@@ -582,9 +598,68 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Decodes a `GuestNicProto` of either version, as the VMX does for type 9: v2 comes back as
+/// v3 records (addresses parsed from their text, origin and status unknown).
+pub fn decode(buf: &[u8]) -> Result<NicInfo, XdrError> {
+    let mut r = Reader::new(buf);
+    match r.i32("version")? {
+        NIC_INFO_V2 => decode_v2_body(r),
+        _ => decode_v3(buf),
+    }
+}
+
+fn decode_v2_body(mut r: Reader<'_>) -> Result<NicInfo, XdrError> {
+    if !r.bool("nic list pointer")? {
+        return Ok(NicInfo::default());
+    }
+    // A v2 NIC is at least its MAC (18 × 4 bytes) and a count; an address 2 × 4 + 2 × 64 × 4.
+    let n = r.len("nics", MAX_NICS, MAC_LEN * 4 + 4)?;
+    let mut nics = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mac = r.char_array("mac", MAC_LEN)?;
+        let count = r.len("addresses", MAX_IPS, 8 + 2 * V2_IP_LEN * 4)?;
+        let mut ips = Vec::with_capacity(count);
+        for _ in 0..count {
+            let family = r.i32("address family")?;
+            r.bool("dhcp enabled")?;
+            let text = r.char_array("address", V2_IP_LEN)?;
+            let mask = r.char_array("mask", V2_IP_LEN)?;
+            let ip: IpAddr = text.parse().map_err(|_| XdrError::BadValue {
+                what: "v2 address",
+                value: i64::from(family),
+            })?;
+            let prefix_len = v2_prefix(&mask).ok_or(XdrError::BadValue {
+                what: "v2 mask",
+                value: i64::from(family),
+            })?;
+            ips.push(IpEntry {
+                addr: TypedIp::from(ip),
+                prefix_len,
+                origin: None,
+                status: None,
+            });
+        }
+        nics.push(Nic {
+            mac,
+            ips,
+            dns: None,
+            wins: None,
+            dhcp4: None,
+            dhcp6: None,
+        });
+    }
+    if !r.inner.is_empty() {
+        return Err(XdrError::Trailing(r.inner.remaining()));
+    }
+    Ok(NicInfo {
+        nics,
+        ..NicInfo::default()
+    })
+}
+
 /// Decodes a `GuestNicProto` carrying `NicInfoV3`, as the VMX does for types 10 and 9.
 pub fn decode_v3(buf: &[u8]) -> Result<NicInfo, XdrError> {
-    let mut r = Reader { buf };
+    let mut r = Reader::new(buf);
     let ver = r.i32("version")?;
     if ver != NIC_INFO_V3 {
         return Err(XdrError::BadValue {
@@ -601,8 +676,8 @@ pub fn decode_v3(buf: &[u8]) -> Result<NicInfo, XdrError> {
     let n = r.len("routes", MAX_ROUTES, 36)?;
     let routes = (0..n).map(|_| r.route()).collect::<Result<_, _>>()?;
     let (dns, wins, dhcp4, dhcp6) = r.tail()?;
-    if !r.buf.is_empty() {
-        return Err(XdrError::Trailing(r.buf.len()));
+    if !r.inner.is_empty() {
+        return Err(XdrError::Trailing(r.inner.remaining()));
     }
     Ok(NicInfo {
         nics,

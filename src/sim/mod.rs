@@ -505,7 +505,8 @@ impl Sim {
             || String::from_utf8_lossy(data.strip_suffix(b"\0").unwrap_or(data)).into_owned();
         match kind {
             info_type::IPADDRESS_V3 | info_type::IPADDRESS_V2 => {
-                let info = xdr::decode_v3(data).map_err(|e| e.to_string())?;
+                // Type 9 carries v3 (64 addresses per NIC) or v2, as the VMX accepts both.
+                let info = xdr::decode(data).map_err(|e| e.to_string())?;
                 self.record(|r| {
                     apply_nic_info(r, &info);
                     r.nic_info_type = Some(kind);

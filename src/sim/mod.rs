@@ -57,6 +57,9 @@ pub struct GuestReport {
     pub ip: Option<String>,
     /// How many times the guest set it.
     pub ip_sets: u64,
+    /// Whether the last `guestinfo.ip` request carried the C string terminator, as
+    /// guestInfoServer.c sends it.
+    pub ip_nul_terminated: Option<bool>,
     /// NICs from the last NIC info.
     pub nics: Vec<NicView>,
     /// Routes from the last NIC info.
@@ -91,6 +94,9 @@ pub struct GuestReport {
     pub statechanges: Vec<(u32, u32)>,
     /// Heartbeat PINGs.
     pub pings: u64,
+    /// TCLO packets from the guest while no request was outstanding: a guest that answers
+    /// what was not a request desynchronises the VMX's request/reply pairing.
+    pub unsolicited_replies: u64,
     /// TCLO connections accepted.
     pub tclo_connections: u64,
     /// RPCI requests answered.
@@ -317,8 +323,11 @@ impl Sim {
                     s.record(|r| r.pings += 1);
                     continue;
                 }
-                if let Some(tx) = lock(&s.inner.pending).take() {
-                    let _ = tx.send(p.payload);
+                match lock(&s.inner.pending).take() {
+                    Some(tx) => {
+                        let _ = tx.send(p.payload);
+                    }
+                    None => s.record(|r| r.unsolicited_replies += 1),
                 }
             }
             // Whoever waits for a reply learns the channel is gone.
@@ -387,6 +396,16 @@ impl Sim {
         }
     }
 
+    /// Writes `bytes` as they are on the TCLO connection (hostile frames); false when no guest
+    /// is connected.
+    pub async fn send_raw(&self, bytes: &[u8]) -> bool {
+        let mut peer = self.inner.tclo.lock().await;
+        match peer.as_mut() {
+            Some(p) => p.writer.write_all(bytes).await.is_ok(),
+            None => false,
+        }
+    }
+
     /// Writes garbage on the TCLO connection (fault injection).
     pub async fn send_garbage(&self) -> bool {
         let mut peer = self.inner.tclo.lock().await;
@@ -436,9 +455,11 @@ impl Sim {
             }
             if k == "guestinfo.ip" {
                 let ip = v.to_string();
+                let nul = req.ends_with(b"\0");
                 self.record(|r| {
                     r.ip = Some(ip);
                     r.ip_sets += 1;
+                    r.ip_nul_terminated = Some(nul);
                 });
             }
             lock(&self.inner.store).insert(k.to_string(), v.to_string());

@@ -126,7 +126,8 @@ pub async fn sim(dir: &TempDir) -> Sim {
     Sim::start(&dir.0.join("vmx"), true).await.unwrap()
 }
 
-pub const QUIET_CONFIG: &str = "[power]\nmethod = \"none\"\n";
+/// Power does nothing and no script of this machine runs.
+pub const QUIET_CONFIG: &str = "[power]\nmethod = \"none\"\nscripts_dir = \"/nonexistent\"\n";
 
 pub async fn tools_running(sim: &Sim) -> toolbox::sim::GuestReport {
     sim.wait_for(Duration::from_secs(10), |r| {

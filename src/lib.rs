@@ -4,6 +4,7 @@
 //! the agent built on it: [`service`] (the TCLO loop and its [`dispatch`]er), [`guestinfo`] and
 //! its [`xdr`] encoding, [`power`] operations, [`config`], and the command line ([`cli`]).
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub use toolbox_rpc as rpc;
@@ -18,4 +19,5 @@ pub mod fuzzing;
 pub mod guestinfo;
 pub mod power;
 pub mod service;
+#[cfg(feature = "sim")]
 pub mod sim;

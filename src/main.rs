@@ -1,3 +1,6 @@
+//! `toolbox`: the agent and its one-shot commands, a thin shell over the library's CLI.
+
+#![forbid(unsafe_code)]
 use clap::Parser;
 use std::process::ExitCode;
 use toolbox::cli::{run, Cli};

@@ -1,6 +1,8 @@
 //! `vmx-sim`: the VMX simulator. `vmx-sim serve DIR` plays the VMX on `unix:DIR`;
 //! `vmx-sim -d DIR <command>` drives a running one (commands named after govc's).
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

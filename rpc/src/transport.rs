@@ -4,16 +4,18 @@
 //! transport checks for VMware first, so on another hypervisor it fails at once without touching
 //! vsock or ports (`unix:DIR` needs no hypervisor).
 
-use crate::detect::DetectError;
-use crate::message::{MessageChannel, MessageError, Protocol};
+use crate::message::{MessageChannel, Protocol};
 use crate::port::PortBackdoor;
 use crate::rpci::{RpciClient, StreamRpci};
-use crate::stream::StreamError;
-use crate::vsock::{self, VsockError};
+use crate::vsock;
 use std::fmt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+// Defined apart so that the RPCI client can name it without importing the transport selection,
+// which builds RPCI clients.
+pub use crate::error::TransportError;
 
 /// Socket file names under a `unix:DIR` transport.
 pub const TCLO_SOCKET: &str = "tclo.sock";
@@ -60,39 +62,6 @@ impl fmt::Display for Transport {
             Transport::Unix(dir) => write!(f, "unix:{}", dir.display()),
         }
     }
-}
-
-/// Why a transport could not carry a message.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    /// Not on VMware (or no backdoor on this platform).
-    #[error(transparent)]
-    Detect(#[from] DetectError),
-    /// The backdoor message channel failed.
-    #[error(transparent)]
-    Message(#[from] MessageError),
-    /// A vsock connection could not be made.
-    #[error(transparent)]
-    Vsock(#[from] VsockError),
-    /// A Unix socket could not be reached.
-    #[error("connecting to {path}: {source}")]
-    Unix {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A stream broke or carried garbage.
-    #[error(transparent)]
-    Stream(#[from] StreamError),
-    /// `auto` tried everything.
-    #[error("no transport to the VMX: vsock: {vsock}; backdoor: {backdoor}")]
-    Exhausted {
-        /// The vsock failure.
-        vsock: Box<TransportError>,
-        /// The backdoor failure.
-        backdoor: Box<TransportError>,
-    },
 }
 
 /// Connects to a Unix socket of a `unix:DIR` transport.

@@ -19,7 +19,7 @@ pub fn datamap(data: &[u8]) {
 const MAX_CUTS: usize = 8;
 
 /// The packet framer, as the agent's drivers use it. Input: one byte `k` (taken modulo
-/// [`MAX_CUTS`] + 1), `k` chunk sizes of 1..=256 bytes (cycled; none means "as much as the
+/// `MAX_CUTS` + 1), `k` chunk sizes of 1..=256 bytes (cycled; none means "as much as the
 /// framer has room for"), then the stream. Checks: the packets and the error do not depend on
 /// where reads cut the stream (the same bytes framed in one piece give the same); every
 /// packet re-encodes to bytes that frame back to it and whose own re-encoding is identical;

@@ -225,6 +225,36 @@ mod tests {
     }
 
     #[test]
+    fn a_non_blocking_socket_is_framed_as_the_async_driver_does() {
+        // The async driver's shape: fill_with(try_read) until WouldBlock, then wait.
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut framer = PacketFramer::new();
+        let would_block = framer.fill_with(|buf| (&b).read(buf)).unwrap_err();
+        assert_eq!(would_block.kind(), io::ErrorKind::WouldBlock);
+        assert!(!framer.partial());
+
+        let bytes = Packet::data("Capabilities_Register").encode();
+        let (head, tail) = bytes.split_at(7);
+        (&a).write_all(head).unwrap();
+        assert_eq!(framer.fill_with(|buf| (&b).read(buf)).unwrap(), 7);
+        assert_eq!(framer.next_packet().unwrap(), None);
+        assert!(framer.partial());
+        assert!(framer.fill_with(|buf| (&b).read(buf)).is_err());
+        (&a).write_all(tail).unwrap();
+        (&a).write_all(&Packet::ping().encode()).unwrap();
+        framer.fill_with(|buf| (&b).read(buf)).unwrap();
+        assert_eq!(
+            framer.next_packet().unwrap(),
+            Some(Packet::data("Capabilities_Register"))
+        );
+        assert_eq!(framer.next_packet().unwrap(), Some(Packet::ping()));
+        drop(a);
+        assert_eq!(framer.fill_with(|buf| (&b).read(buf)).unwrap(), 0);
+        assert!(!framer.partial(), "a clean close");
+    }
+
+    #[test]
     fn an_oversized_header_is_a_packet_error() {
         let mut r = &[0xffu8; 8][..];
         assert!(matches!(

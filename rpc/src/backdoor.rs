@@ -72,11 +72,12 @@ pub trait Backdoor {
     fn in_out(&mut self, regs: Regs) -> Regs;
     /// A high-bandwidth transfer guest → VMX (`rep outsb` on [`BDOORHB_PORT`]). The caller
     /// fills every register but the source address (rsi), which the implementation points at
-    /// `data`; `regs.ecx` equals `data.len()`.
+    /// `data`; `regs.ecx` equals `data.len()` (the VMX takes the count from ecx; the model
+    /// refuses a call where they differ).
     fn hb_out(&mut self, regs: Regs, data: &[u8]) -> Regs;
     /// A high-bandwidth transfer VMX → guest (`rep insb` on [`BDOORHB_PORT`]). The caller fills
     /// every register but the destination address (rdi), which the implementation points at
-    /// `buf`; `regs.ecx` equals `buf.len()`.
+    /// `buf`; `regs.ecx` equals `buf.len()` (checked by the model likewise).
     fn hb_in(&mut self, regs: Regs, buf: &mut [u8]) -> Regs;
 }
 

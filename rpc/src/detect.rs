@@ -25,23 +25,15 @@ pub struct Hypervisor {
 impl Hypervisor {
     /// Reads CPUID; `None` on targets without it.
     pub fn probe() -> Option<Hypervisor> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::__cpuid;
-            let present = (__cpuid(1).ecx >> 31) & 1 == 1;
-            let mut vendor = [0u8; 12];
-            if present {
-                let leaf = __cpuid(0x4000_0000);
-                vendor[0..4].copy_from_slice(&leaf.ebx.to_le_bytes());
-                vendor[4..8].copy_from_slice(&leaf.ecx.to_le_bytes());
-                vendor[8..12].copy_from_slice(&leaf.edx.to_le_bytes());
-            }
-            Some(Hypervisor { present, vendor })
+        let present = (crate::port::cpuid(1)?.ecx >> 31) & 1 == 1;
+        let mut vendor = [0u8; 12];
+        if present {
+            let leaf = crate::port::cpuid(0x4000_0000)?;
+            vendor[0..4].copy_from_slice(&leaf.ebx.to_le_bytes());
+            vendor[4..8].copy_from_slice(&leaf.ecx.to_le_bytes());
+            vendor[8..12].copy_from_slice(&leaf.edx.to_le_bytes());
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            None
-        }
+        Some(Hypervisor { present, vendor })
     }
 
     /// True for VMware.

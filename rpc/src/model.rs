@@ -187,11 +187,6 @@ impl VmxModel {
         }
     }
 
-    /// Changes the configuration (e.g. switches high bandwidth off) from the next call on.
-    pub fn set_config(&self, config: ModelConfig) {
-        self.lock().config = config;
-    }
-
     /// Current configuration.
     pub fn config(&self) -> ModelConfig {
         self.lock().config
@@ -222,11 +217,6 @@ impl VmxModel {
     /// Counters.
     pub fn stats(&self) -> ModelStats {
         self.lock().stats
-    }
-
-    /// Number of backdoor calls so far.
-    pub fn calls(&self) -> u64 {
-        self.lock().calls
     }
 
     /// Starts (or stops) recording every low-bandwidth call's registers in and out.
@@ -485,7 +475,16 @@ impl State {
         }
     }
 
-    fn hb_check(&mut self, r: Regs, cookie_high: u32, cookie_low: u32) -> Result<u16, Regs> {
+    /// Checks a high-bandwidth call. `len` is the buffer's length: `rep outsb`/`rep insb` move
+    /// ecx bytes, so the VMX takes the transfer size from ecx, and a guest whose ecx disagrees
+    /// with its buffer is refused here rather than read past.
+    fn hb_check(
+        &mut self,
+        r: Regs,
+        cookie_high: u32,
+        cookie_low: u32,
+        len: usize,
+    ) -> Result<u16, Regs> {
         self.stats.hb_calls += 1;
         let failed = |st: u16| Regs {
             ebx: halves(st, low(r.ebx)),
@@ -506,6 +505,7 @@ impl State {
             || low(r.ebx) != HB_CMD_MESSAGE
             || high(r.ebx) != status::SUCCESS
             || self.channel(id, cookie_high, cookie_low).is_none()
+            || r.ecx as usize != len
         {
             return Err(failed(0));
         }
@@ -513,7 +513,7 @@ impl State {
     }
 
     fn hb_out(&mut self, r: Regs, data: &[u8]) -> Regs {
-        let id = match self.hb_check(r, r.ebp, r.edi) {
+        let id = match self.hb_check(r, r.ebp, r.edi, data.len()) {
             Ok(id) => id,
             Err(out) => return out,
         };
@@ -541,7 +541,7 @@ impl State {
     }
 
     fn hb_in(&mut self, r: Regs, buf: &mut [u8]) -> Regs {
-        let id = match self.hb_check(r, r.esi, r.ebp) {
+        let id = match self.hb_check(r, r.esi, r.ebp, buf.len()) {
             Ok(id) => id,
             Err(out) => return out,
         };
@@ -583,13 +583,11 @@ impl Backdoor for ModelPort {
         out
     }
 
-    fn hb_out(&mut self, mut regs: Regs, data: &[u8]) -> Regs {
-        regs.ecx = data.len() as u32;
+    fn hb_out(&mut self, regs: Regs, data: &[u8]) -> Regs {
         self.lock().hb_out(regs, data)
     }
 
-    fn hb_in(&mut self, mut regs: Regs, buf: &mut [u8]) -> Regs {
-        regs.ecx = buf.len() as u32;
+    fn hb_in(&mut self, regs: Regs, buf: &mut [u8]) -> Regs {
         self.lock().hb_in(regs, buf)
     }
 }

@@ -4,11 +4,10 @@
 //! guestinfo.ovfEnv`) without a runtime.
 
 use crate::backdoor::Backdoor;
+use crate::error::TransportError;
 use crate::message::MessageChannel;
 use crate::packet::Packet;
-use crate::stream::{read_packet, write_packet};
-use crate::transport::TransportError;
-use std::io::BufReader;
+use crate::stream::PacketStream;
 use std::os::unix::net::UnixStream;
 
 /// One request/reply exchange on some transport.
@@ -26,8 +25,8 @@ impl<B: Backdoor> RoundTrip for MessageChannel<B> {
 /// RPCI over a vsock or Unix stream socket: one DATA packet out, one back.
 #[derive(Debug)]
 pub struct StreamRpci {
-    // Buffered so that a reply's header and body usually come in one read(2).
-    stream: BufReader<UnixStream>,
+    // Framed and buffered: a reply's header and body usually come in one read(2).
+    stream: PacketStream<UnixStream>,
     fast_close: bool,
 }
 
@@ -36,7 +35,7 @@ impl StreamRpci {
     /// connection after replying, as one-shot senders do (`RPCCHANNEL_FLAGS_FAST_CLOSE`).
     pub fn new(stream: UnixStream, fast_close: bool) -> StreamRpci {
         StreamRpci {
-            stream: BufReader::with_capacity(8 * 1024, stream),
+            stream: PacketStream::new(stream),
             fast_close,
         }
     }
@@ -48,8 +47,8 @@ impl RoundTrip for StreamRpci {
             fast_close: self.fast_close,
             ..Packet::data(request)
         };
-        write_packet(&mut self.stream.get_ref(), &packet)?;
-        Ok(read_packet(&mut self.stream)?.payload)
+        self.stream.write_packet(&packet)?;
+        Ok(self.stream.read_packet()?.payload)
     }
 }
 

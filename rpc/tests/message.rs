@@ -274,3 +274,51 @@ mod hostile {
         }
     }
 }
+
+/// A high-bandwidth transfer whose ecx (the `rep` count the VMX reads) disagrees with the
+/// buffer is refused and changes nothing; with the right ecx the same transfer goes through.
+#[test]
+fn high_bandwidth_calls_must_carry_the_buffer_length_in_ecx() {
+    use toolbox_rpc::backdoor::{halves, high, BDOORHB_PORT, BDOOR_PORT, HB_CMD_MESSAGE};
+    use toolbox_rpc::message::kind;
+
+    let model = echo_model(ModelConfig::default());
+    let mut port = model.port();
+    // Open without cookies so the registers below need none.
+    let mut open = Regs::command(30, kind::OPEN);
+    open.ebx = Protocol::Rpci.magic();
+    let id = high(port.in_out(open).edx);
+    let low = |sub: u16, ebx: u32| Regs {
+        ebx,
+        edx: halves(id, BDOOR_PORT),
+        ..Regs::command(30, sub)
+    };
+    let hb = |ecx: u32| Regs {
+        eax: BDOOR_MAGIC,
+        ebx: halves(status::SUCCESS, HB_CMD_MESSAGE),
+        ecx,
+        edx: halves(id, BDOORHB_PORT),
+        ..Regs::default()
+    };
+    let ok = |r: Regs| high(r.ebx) & status::SUCCESS != 0;
+
+    let request = b"hello";
+    let st = high(port.in_out(low(kind::SENDSIZE, 5)).ecx);
+    assert_ne!(st & status::HB, 0);
+    for wrong in [0, 4, 6, 0xffff_ffff] {
+        assert!(!ok(port.hb_out(hb(wrong), request)), "ecx {wrong}");
+    }
+    assert_eq!(model.stats().messages_in, 0);
+    assert!(ok(port.hb_out(hb(5), request)));
+    assert_eq!(model.stats().messages_in, 1);
+
+    let size = port.in_out(low(kind::RECVSIZE, 0)).ebx;
+    assert_eq!(size, 7);
+    let mut buf = [0u8; 7];
+    for wrong in [0, 6, 8] {
+        assert!(!ok(port.hb_in(hb(wrong), &mut buf)), "ecx {wrong}");
+        assert_eq!(buf, [0; 7]);
+    }
+    assert!(ok(port.hb_in(hb(7), &mut buf)));
+    assert_eq!(&buf, b"1 hello");
+}

@@ -11,7 +11,7 @@ use toolbox_rpc::transport::connect_rpci;
 use toolbox_rpc::{RpciError, Transport, TransportError};
 
 /// An in-guest VMware tools agent.
-#[derive(Debug, Parser)]
+#[derive(Debug, PartialEq, Eq, Parser)]
 #[command(name = "toolbox", version, about, disable_help_subcommand = true)]
 pub struct Cli {
     /// Where the VMX is: backdoor, vsock, unix:DIR or auto (vsock, then backdoor). Overrides
@@ -38,7 +38,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Run the agent (the daemon): answer the VMX, push guest info, carry out power operations.
     Run,
@@ -62,7 +62,7 @@ pub enum Command {
 }
 
 /// guestinfo operations.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum InfoOp {
     /// Print a variable (the "guestinfo." prefix is optional).
     Get {
@@ -105,6 +105,57 @@ pub enum CliError {
 }
 
 impl Cli {
+    /// The one-shot forms tools call in loops (`rpc REQ`, `info get KEY`, `info set KEY VALUE`,
+    /// with `--transport T` or `TOOLBOX_TRANSPORT`), read without clap: building clap's whole
+    /// command tree costs about a tenth of a process start, which one-shot callers such as
+    /// cloud-init pay on every call. Anything else, any other flag, a value that looks like a
+    /// flag, returns `None` and goes to clap, so both parsers agree wherever this one answers.
+    pub fn parse_simple(args: &[String]) -> Option<Cli> {
+        let mut transport = None;
+        let mut words = Vec::with_capacity(4);
+        let mut it = args.iter().skip(1);
+        while let Some(a) = it.next() {
+            if a == "--transport" {
+                transport = Some(it.next()?.parse().ok()?);
+            } else if let Some(t) = a.strip_prefix("--transport=") {
+                transport = Some(t.parse().ok()?);
+            } else if a.starts_with('-') || a.is_empty() {
+                return None;
+            } else {
+                words.push(a.as_str());
+            }
+        }
+        if transport.is_none() {
+            if let Some(t) = std::env::var_os("TOOLBOX_TRANSPORT") {
+                transport = Some(t.to_str()?.parse().ok()?);
+            }
+        }
+        let command = match words.as_slice() {
+            ["rpc", request] => Command::Rpc {
+                request: request.to_string(),
+            },
+            ["info", "get", key] => Command::Info {
+                op: InfoOp::Get {
+                    key: key.to_string(),
+                },
+            },
+            ["info", "set", key, value] => Command::Info {
+                op: InfoOp::Set {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                },
+            },
+            _ => return None,
+        };
+        Some(Cli {
+            transport,
+            config: None,
+            standalone: false,
+            assume_vmware: false,
+            command: Some(command),
+        })
+    }
+
     fn assume_vmware(&self) -> bool {
         self.assume_vmware || assume_vmware_from_env()
     }
@@ -225,4 +276,53 @@ fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
         service.run().await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split(' ').map(String::from).collect()
+    }
+
+    #[test]
+    fn the_simple_parser_agrees_with_clap_wherever_it_answers() {
+        for line in [
+            "toolbox rpc info-get",
+            "toolbox info get guestinfo.ovfEnv",
+            "toolbox info set guestinfo.x value",
+            "toolbox --transport unix:/tmp/vmx info get x",
+            "toolbox --transport=backdoor rpc ping",
+            "toolbox info --transport vsock get x",
+            "toolbox info get x --transport auto",
+        ] {
+            let args = argv(line);
+            let simple = Cli::parse_simple(&args).unwrap_or_else(|| panic!("{line}"));
+            let clap = Cli::try_parse_from(&args).unwrap();
+            assert_eq!(simple, clap, "{line}");
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_to_clap() {
+        for line in [
+            "toolbox",
+            "toolbox run",
+            "toolbox -s",
+            "toolbox check",
+            "toolbox info get",
+            "toolbox info set x",
+            "toolbox info set x -5",
+            "toolbox rpc a b",
+            "toolbox -c /etc/x.toml info get x",
+            "toolbox --assume-vmware info get x",
+            "toolbox --transport",
+            "toolbox --transport nowhere info get x",
+            "toolbox info get x --help",
+            "toolbox -- info get x",
+        ] {
+            assert_eq!(Cli::parse_simple(&argv(line)), None, "{line}");
+        }
+    }
 }

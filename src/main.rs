@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use toolbox::cli::{run, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Arguments that are not UTF-8 are clap's to report.
+    let args: Option<Vec<String>> = std::env::args_os().map(|a| a.into_string().ok()).collect();
+    let simple = args.and_then(|a| Cli::parse_simple(&a));
+    let cli = simple.unwrap_or_else(Cli::parse);
     // Diagnostics of one-shot commands on stderr when asked for: TOOLBOX_LOG=debug etc. The
     // agent sets up its own logging from its config.
     if cli.command.is_some() && !matches!(cli.command, Some(toolbox::cli::Command::Run)) {

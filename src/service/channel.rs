@@ -7,72 +7,91 @@
 //! calls are made inline: each is a few microseconds of VMX time.
 
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Instant;
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use toolbox_rpc::backdoor::Backdoor;
 use toolbox_rpc::message::{MessageChannel, Protocol};
 use toolbox_rpc::model::VmxModel;
-use toolbox_rpc::packet::{body_len, Packet};
+use toolbox_rpc::packet::{Packet, PacketFramer};
 use toolbox_rpc::port::PortBackdoor;
 use toolbox_rpc::rpci::{parse_reply, RpciError};
 use toolbox_rpc::stream::StreamError;
-use toolbox_rpc::transport::{backdoor_failed, endpoint, Endpoint, TransportError};
+use toolbox_rpc::transport::{
+    backdoor_failed, endpoint, rpci_endpoint, Endpoint, RpciFallback, TransportError,
+};
 use toolbox_rpc::Transport;
 
 /// A backdoor message channel over any backdoor (the real port or the model).
 pub type BackdoorChannel = MessageChannel<Box<dyn Backdoor + Send>>;
 
-/// Reads whole packets from a stream; cancel-safe.
+/// A non-blocking read half the reactor watches for readability.
+pub trait ReadHalf {
+    /// Waits until a read may make progress.
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    /// Reads what is there without waiting.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl ReadHalf for OwnedReadHalf {
+    async fn readable(&self) -> io::Result<()> {
+        OwnedReadHalf::readable(self).await
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        OwnedReadHalf::try_read(self, buf)
+    }
+}
+
+impl ReadHalf for TcloReader {
+    async fn readable(&self) -> io::Result<()> {
+        TcloReader::readable(self).await
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        TcloReader::try_read(self, buf)
+    }
+}
+
+/// Reads whole packets from a stream through the transport's one framer
+/// ([`PacketFramer`]); cancel-safe, as the framer keeps what a cancelled read had taken.
 #[derive(Debug)]
 pub struct PacketReader<R> {
     inner: R,
-    buf: Vec<u8>,
+    framer: PacketFramer,
 }
 
-impl<R: tokio::io::AsyncRead + Unpin> PacketReader<R> {
+impl<R: ReadHalf> PacketReader<R> {
     /// Wraps a read half.
     pub fn new(inner: R) -> Self {
         PacketReader {
             inner,
-            buf: Vec::with_capacity(4096),
+            framer: PacketFramer::new(),
         }
     }
 
     /// The next packet; [`StreamError::Closed`] at a clean end of stream.
     pub async fn next(&mut self) -> Result<Packet, StreamError> {
+        let io_err = |source| StreamError::Io {
+            what: "reading packet",
+            source,
+        };
         loop {
-            if self.buf.len() >= 4 {
-                let header = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
-                let total = 4 + body_len(header)?;
-                if self.buf.len() >= total {
-                    let packet = Packet::decode(&self.buf[..total]);
-                    self.buf.drain(..total);
-                    // After a large packet, do not keep its buffer on an idle connection.
-                    if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
-                        self.buf.shrink_to(4096);
-                    }
-                    return Ok(packet?);
-                }
-                self.buf.reserve(total - self.buf.len());
+            if let Some(p) = self.framer.next_packet()? {
+                return Ok(p);
             }
-            let n = self
-                .inner
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| StreamError::Io {
-                    what: "reading packet",
-                    source,
-                })?;
-            if n == 0 {
-                if self.buf.is_empty() {
-                    return Err(StreamError::Closed);
+            self.inner.readable().await.map_err(io_err)?;
+            let inner = &self.inner;
+            match self.framer.fill_with(|buf| inner.try_read(buf)) {
+                Ok(0) if self.framer.partial() => {
+                    return Err(io_err(io::ErrorKind::UnexpectedEof.into()))
                 }
-                return Err(StreamError::Io {
-                    what: "reading packet",
-                    source: io::ErrorKind::UnexpectedEof.into(),
-                });
+                Ok(0) => return Err(StreamError::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
             }
         }
     }
@@ -105,13 +124,16 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct TcloWriter {
     s: std::os::unix::net::UnixStream,
+    /// Reused for every packet.
+    out: Vec<u8>,
 }
 
 impl TcloWriter {
     /// Writes one packet.
     pub async fn write_packet(&mut self, p: &Packet) -> Result<(), StreamError> {
-        let bytes = p.encode();
-        let mut rest = &bytes[..];
+        self.out.clear();
+        p.encode_into(&mut self.out)?;
+        let mut rest = &self.out[..];
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         let mut pause = Duration::from_millis(1);
         while !rest.is_empty() {
@@ -153,7 +175,13 @@ pub fn split_tclo(s: std::os::unix::net::UnixStream) -> io::Result<(TcloReader, 
     s.set_nonblocking(true)?;
     let w = s.try_clone()?;
     let r = TcloReader::from_owned_fd_unchecked(std::os::fd::OwnedFd::from(s))?;
-    Ok((r, TcloWriter { s: w }))
+    Ok((
+        r,
+        TcloWriter {
+            s: w,
+            out: Vec::new(),
+        },
+    ))
 }
 
 /// The TCLO side.
@@ -227,6 +255,9 @@ pub enum Connector {
         transport: Transport,
         /// Skip the CPUID vendor check (QEMU test guests).
         assume_vmware: bool,
+        /// `auto`'s RPCI fall-back state (`lib/rpcChannel/rpcChannel.c`): after vsock failed,
+        /// the backdoor for a growing pause, then vsock again.
+        fallback: Arc<Mutex<RpciFallback>>,
     },
     /// The in-process backdoor model (tests and benchmarks).
     Model(VmxModel),
@@ -254,13 +285,41 @@ impl Connector {
         Ok(MessageChannel::open(bd, protocol)?)
     }
 
+    /// A connector for a configured transport.
+    pub fn transport(transport: Transport, assume_vmware: bool) -> Connector {
+        Connector::Transport {
+            transport,
+            assume_vmware,
+            fallback: Arc::default(),
+        }
+    }
+
     fn endpoint(&self, protocol: Protocol) -> Result<Endpoint, TransportError> {
         match self {
             Connector::Model(_) => Ok(Endpoint::Backdoor { vsock_failed: None }),
             Connector::Transport {
                 transport,
                 assume_vmware,
-            } => endpoint(transport, protocol, *assume_vmware),
+                fallback,
+            } => match protocol {
+                Protocol::Rpci => {
+                    let mut f = fallback.lock().unwrap_or_else(|e| e.into_inner());
+                    rpci_endpoint(transport, *assume_vmware, &mut f, Instant::now())
+                }
+                Protocol::Tclo => endpoint(transport, protocol, *assume_vmware),
+            },
+        }
+    }
+
+    /// True when an RPCI channel that fell back to the backdoor should be left for vsock
+    /// before the next request.
+    pub fn rpci_vsock_retry_due(&self) -> bool {
+        match self {
+            Connector::Model(_) => false,
+            Connector::Transport { fallback, .. } => fallback
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retry_due(Instant::now()),
         }
     }
 

@@ -81,6 +81,10 @@ impl Shared {
         let mut conn = self.rpci.lock().await;
         let mut last = None;
         // One retry on a fresh connection: the VMX may have dropped an idle one.
+        // A channel that fell back to the backdoor goes back to vsock once the pause is over.
+        if matches!(*conn, Some(RpciConn::Backdoor(_))) && self.connector.rpci_vsock_retry_due() {
+            *conn = None;
+        }
         for _ in 0..2 {
             if conn.is_none() {
                 *conn = Some(self.open_rpci().await?);
@@ -246,9 +250,8 @@ impl ServiceBuilder {
 
     /// The service, ready to run.
     pub fn build(self) -> Service {
-        let connector = self.connector.unwrap_or(Connector::Transport {
-            transport: self.config.transport.clone(),
-            assume_vmware: self.assume_vmware,
+        let connector = self.connector.unwrap_or_else(|| {
+            Connector::transport(self.config.transport.clone(), self.assume_vmware)
         });
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {

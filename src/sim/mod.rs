@@ -99,8 +99,13 @@ pub struct GuestReport {
     pub unsolicited_replies: u64,
     /// TCLO connections accepted.
     pub tclo_connections: u64,
+    /// Greetings (the VMX's opening requests on a new connection) the guest answered in full.
+    pub greetings: u64,
     /// RPCI requests answered.
     pub rpci_requests: u64,
+    /// RPCI replies the delay fault holds back right now: a test can tell that the guest did
+    /// something while an RPCI request of its was still unanswered.
+    pub rpci_replies_held: u64,
     /// Requests not understood, and decode errors.
     pub errors: Vec<String>,
 }
@@ -178,6 +183,7 @@ struct Inner {
     pending: Mutex<Option<oneshot::Sender<Vec<u8>>>>,
     connected: Notify,
     changed: Notify,
+    faults_changed: Notify,
     generation: Mutex<u64>,
     rpci_conns: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -223,6 +229,7 @@ impl Sim {
                 pending: Mutex::new(None),
                 connected: Notify::new(),
                 changed: Notify::new(),
+                faults_changed: Notify::new(),
                 generation: Mutex::new(0),
                 rpci_conns: Mutex::new(Vec::new()),
             }),
@@ -293,8 +300,11 @@ impl Sim {
     }
 
     /// Sets RPCI faults.
+    /// Sets RPCI faults; they apply to replies already held back too, so clearing the delay
+    /// releases those at once.
     pub fn set_faults(&self, f: Faults) {
         *lock(&self.inner.faults) = f;
+        self.inner.faults_changed.notify_waiters();
     }
 
     fn record(&self, f: impl FnOnce(&mut GuestReport)) {
@@ -348,9 +358,10 @@ impl Sim {
                 ] {
                     if let Err(e) = s.tclo(req.as_bytes(), Duration::from_secs(5)).await {
                         s.record(|r| r.errors.push(format!("greeting {req}: {e}")));
-                        break;
+                        return;
                     }
                 }
+                s.record(|r| r.greetings += 1);
             });
         }
     }
@@ -423,13 +434,40 @@ impl Sim {
         let (r, mut w) = conn.into_split();
         let mut reader = PacketReader::new(r);
         while let Ok(p) = reader.next().await {
-            let delay = lock(&self.inner.faults).rpci_delay_ms;
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-            }
+            self.delay_rpci_reply().await;
             let reply = self.rpci(&p.payload);
             if w.write_all(&Packet::data(reply).encode()).await.is_err() || p.fast_close {
                 break;
+            }
+        }
+    }
+
+    /// Holds an RPCI reply back for the delay fault, counting it in `rpci_replies_held` until it
+    /// is let go (also when the connection is aborted meanwhile).
+    async fn delay_rpci_reply(&self) {
+        struct Held<'a>(&'a Sim);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .record(|r| r.rpci_replies_held = r.rpci_replies_held.saturating_sub(1));
+            }
+        }
+        let received = tokio::time::Instant::now();
+        let mut held = None;
+        loop {
+            let changed = self.inner.faults_changed.notified();
+            let delay = Duration::from_millis(lock(&self.inner.faults).rpci_delay_ms);
+            let until = received + delay;
+            if tokio::time::Instant::now() >= until {
+                return;
+            }
+            if held.is_none() {
+                self.record(|r| r.rpci_replies_held += 1);
+                held = Some(Held(self));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                _ = changed => {}
             }
         }
     }

@@ -99,8 +99,9 @@ pub struct GuestReport {
     pub unsolicited_replies: u64,
     /// TCLO connections accepted.
     pub tclo_connections: u64,
-    /// Greetings (the VMX's opening requests on a new connection) the guest answered in full.
-    pub greetings: u64,
+    /// The latest TCLO connection (numbered from 1 as `tclo_connections` counts them) on which
+    /// the guest answered the whole greeting, the VMX's opening requests.
+    pub greeted_connection: u64,
     /// RPCI requests answered.
     pub rpci_requests: u64,
     /// RPCI replies the delay fault holds back right now: a test can tell that the guest did
@@ -356,22 +357,41 @@ impl Sim {
                     "Capabilities_Register",
                     "Set_Option broadcastIP 1",
                 ] {
-                    if let Err(e) = s.tclo(req.as_bytes(), Duration::from_secs(5)).await {
+                    // A greeting belongs to its connection: none of it goes to a later one.
+                    let sent = s
+                        .tclo_on(Some(generation), req.as_bytes(), Duration::from_secs(5))
+                        .await;
+                    if let Err(e) = sent {
                         s.record(|r| r.errors.push(format!("greeting {req}: {e}")));
                         return;
                     }
                 }
-                s.record(|r| r.greetings += 1);
+                s.record(|r| r.greeted_connection = r.greeted_connection.max(generation));
             });
         }
     }
 
     /// Sends a TCLO request to the guest and waits for its reply.
     pub async fn tclo(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+        self.tclo_on(None, request, timeout).await
+    }
+
+    /// As [`Sim::tclo`]; with `generation`, only on that connection.
+    async fn tclo_on(
+        &self,
+        generation: Option<u64>,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut peer = loop {
             let connected = self.inner.connected.notified();
             let guard = self.inner.tclo.lock().await;
+            if let (Some(want), Some(p)) = (generation, guard.as_ref()) {
+                if p.generation != want {
+                    return Err("the connection was replaced".into());
+                }
+            }
             if guard.is_some() {
                 break guard;
             }

@@ -187,7 +187,8 @@ async fn command_method_runs_the_halt_and_reboot_programs() {
     let _agent = Agent::start(&[], &dir, sim.dir(), &cfg);
     tools_running(&sim).await;
     for (i, op) in ["OS_Halt", "OS_Reboot"].into_iter().enumerate() {
-        // The halt program may have written its line while the halt is still in progress.
+        // Halt stays in progress until its program has exited, which may be after the line
+        // the loop waited for was written: the reboot retries past that.
         assert_eq!(send_power_op(&sim, op).await, b"OK ", "{op}");
         let r = sim
             .wait_for(5 * SEC, |r| r.statechanges.len() > i)

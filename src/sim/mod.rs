@@ -300,7 +300,6 @@ impl Sim {
             .cloned()
     }
 
-    /// Sets RPCI faults.
     /// Sets RPCI faults; they apply to replies already held back too, so clearing the delay
     /// releases those at once.
     pub fn set_faults(&self, f: Faults) {

@@ -66,9 +66,17 @@ async fn reset_ping_and_unknown_commands() {
 async fn ping_is_answered_while_a_slow_state_change_runs() {
     let dir = TempDir::new("slow");
     let marker = dir.0.join("ran");
+    let gate = dir.0.join("gate");
+    // The script ends only once the test opens the gate (or its directory is gone, should the
+    // test fail first): whatever is answered before that did not wait for it.
     let script = dir.script(
         "poweron.sh",
-        &format!("sleep 2; echo ok > {}", marker.display()),
+        &format!(
+            "while [ -d {d} ] && [ ! -e {g} ]; do sleep 0.02; done; echo ok > {m}",
+            d = dir.path().display(),
+            g = gate.display(),
+            m = marker.display()
+        ),
     );
     let sim = sim(&dir).await;
     let cfg = format!(
@@ -77,18 +85,16 @@ async fn ping_is_answered_while_a_slow_state_change_runs() {
     );
     let _agent = Agent::start(&[], &dir, sim.dir(), &cfg);
     tools_running(&sim).await;
-    let t = Instant::now();
     assert_eq!(sim.tclo(b"OS_PowerOn", 5 * SEC).await.unwrap(), b"OK ");
     assert_eq!(sim.tclo(b"ping", 5 * SEC).await.unwrap(), b"OK ");
     assert_eq!(
         sim.tclo(b"OS_Halt", 5 * SEC).await.unwrap(),
         b"ERROR State change already in progress"
     );
-    assert!(
-        t.elapsed() < Duration::from_millis(1500),
-        "replies waited for the script: {:?}",
-        t.elapsed()
-    );
+    // The gate is shut, so the script is still running: no status yet.
+    assert!(sim.report().statechanges.is_empty());
+    assert!(!marker.exists());
+    std::fs::write(&gate, "").unwrap();
     let r = sim
         .wait_for(10 * SEC, |r| !r.statechanges.is_empty())
         .await
@@ -113,16 +119,7 @@ async fn every_power_op_reports_its_status() {
     .into_iter()
     .enumerate()
     {
-        // Halt and reboot stay in progress until their action has run: retry past that.
-        let mut reply = sim.tclo(op.as_bytes(), 5 * SEC).await.unwrap();
-        for _ in 0..100 {
-            if reply != b"ERROR State change already in progress" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            reply = sim.tclo(op.as_bytes(), 5 * SEC).await.unwrap();
-        }
-        assert_eq!(reply, b"OK ", "{op}");
+        assert_eq!(send_power_op(&sim, op).await, b"OK ", "{op}");
         let r = sim
             .wait_for(5 * SEC, |r| r.statechanges.len() > i)
             .await
@@ -134,9 +131,15 @@ async fn every_power_op_reports_its_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_script_reports_status_0_and_a_retry_goes_through() {
     let dir = TempDir::new("fail");
-    let marker = dir.0.join("halted");
-    let halt = dir.script("halt.sh", &format!("echo halt >> {}", marker.display()));
-    let script = dir.script("poweroff.sh", "exit 3");
+    // Script runs and the halt program write to one log, so its order tells whether a halt
+    // followed the failed script: the in-progress flag is released only after the halt step,
+    // so such a halt would come before the retry's script line.
+    let events = dir.0.join("events");
+    let halt = dir.script("halt.sh", &format!("echo halt >> {}", events.display()));
+    let script = dir.script(
+        "poweroff.sh",
+        &format!("echo script >> {}; exit 3", events.display()),
+    );
     let sim = sim(&dir).await;
     let cfg = format!("[power]\nmethod = \"command\"\nhalt_command = [\"{}\"]\nreboot_command = [\"/bin/false\"]\npoweroff_script = \"{}\"\n", halt.display(), script.display());
     let _agent = Agent::start(&[], &dir, sim.dir(), &cfg);
@@ -147,27 +150,22 @@ async fn a_failing_script_reports_status_0_and_a_retry_goes_through() {
         .await
         .unwrap();
     assert_eq!(r.statechanges, vec![(0, 1)]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!marker.exists(), "halted despite the failing script");
     // vmtoolsd's rule: the same state change right after a failure is forced through.
-    let r = loop {
-        let reply = sim.tclo(b"OS_Halt", 5 * SEC).await.unwrap();
-        if reply == b"OK " {
-            break sim
-                .wait_for(5 * SEC, |r| r.statechanges.len() == 2)
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    assert_eq!(send_power_op(&sim, "OS_Halt").await, b"OK ");
+    let r = sim
+        .wait_for(5 * SEC, |r| r.statechanges.len() == 2)
+        .await
+        .unwrap();
     assert_eq!(r.statechanges[1], (1, 1));
-    let r = tokio::time::timeout(5 * SEC, async {
-        while !marker.exists() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    wait_until(5 * SEC, "the halt command", || {
+        lines(&events).contains(&"halt".to_string())
     })
     .await;
-    assert!(r.is_ok(), "halt command never ran");
+    assert_eq!(
+        lines(&events),
+        ["script", "script", "halt"],
+        "halted despite the failing script, or not after the retry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,22 +187,16 @@ async fn command_method_runs_the_halt_and_reboot_programs() {
     let _agent = Agent::start(&[], &dir, sim.dir(), &cfg);
     tools_running(&sim).await;
     for (i, op) in ["OS_Halt", "OS_Reboot"].into_iter().enumerate() {
-        sim.tclo(op.as_bytes(), 5 * SEC).await.unwrap();
-        sim.wait_for(5 * SEC, |r| r.statechanges.len() > i)
+        // Halt stays in progress until its program has exited, which may be after the line
+        // the loop waited for was written: the reboot retries past that.
+        assert_eq!(send_power_op(&sim, op).await, b"OK ", "{op}");
+        let r = sim
+            .wait_for(5 * SEC, |r| r.statechanges.len() > i)
             .await
             .unwrap();
+        assert_eq!(r.statechanges[i].0, 1, "{op}");
         // The status goes out before the action; wait for the program.
-        for _ in 0..100 {
-            if std::fs::read_to_string(&out)
-                .unwrap_or_default()
-                .lines()
-                .count()
-                > i
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until(5 * SEC, op, || lines(&out).len() > i).await;
     }
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "halt\nreboot now\n");
 }
@@ -244,19 +236,9 @@ async fn systemd_method_calls_systemctl() {
         .spawn()
         .unwrap();
     tools_running(&sim).await;
-    sim.tclo(b"OS_Reboot", 5 * SEC).await.unwrap();
+    assert_eq!(sim.tclo(b"OS_Reboot", 5 * SEC).await.unwrap(), b"OK ");
     sim.tclo(b"OS_Halt", 5 * SEC).await.ok();
-    for _ in 0..200 {
-        if std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .count()
-            >= 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(5 * SEC, "systemctl", || !lines(&out).is_empty()).await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(std::fs::read_to_string(&out)
@@ -268,15 +250,24 @@ async fn systemd_method_calls_systemctl() {
 async fn pid1_signal_method_signals_the_init() {
     let dir = TempDir::new("pid1");
     let out = dir.0.join("out");
-    // A stand-in init: records which signal it got.
+    let ready = dir.0.join("ready");
+    // A stand-in init: records which signal it got, once it says its traps are set; it gives
+    // up when the test's directory is gone.
     let init = dir.script(
         "init.sh",
-        &format!("trap 'echo usr2 > {o}; exit 0' USR2; trap 'echo term > {o}; exit 0' TERM; while :; do sleep 0.05; done", o = out.display()),
+        &format!(
+            "trap 'echo usr2 > {o}; exit 0' USR2; trap 'echo term > {o}; exit 0' TERM; : > {r}; \
+             while [ -d {d} ]; do sleep 0.05; done; exit 1",
+            o = out.display(),
+            r = ready.display(),
+            d = dir.path().display()
+        ),
     );
     for (op, want) in [("OS_Halt", "usr2"), ("OS_Reboot", "term")] {
         let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(&ready);
         let mut stand_in = std::process::Command::new(&init).spawn().unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_until(5 * SEC, "the stand-in init's traps", || ready.exists()).await;
         let sim = sim(&dir).await;
         let cfg = format!(
             "[power]\nmethod = \"pid1-signal\"\npid1 = {}\nscripts_dir = \"/nonexistent\"\n",
@@ -299,15 +290,17 @@ async fn pid1_signal_method_signals_the_init() {
 /// for power off and SIGHUP for restart (pid_namespaces(7)); the host is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syscall_method_reboots_its_pid_namespace() {
-    if !nix::unistd::geteuid().is_root()
-        || std::process::Command::new("unshare")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
-        eprintln!("skipped: needs root and unshare(1)");
+    if !root_or_skip("syscall_method_reboots_its_pid_namespace") {
         return;
     }
+    // As root (CI) the test must run: a missing unshare(1) is a failure, not a skip.
+    assert!(
+        std::process::Command::new("unshare")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "unshare(1) from util-linux is needed"
+    );
     for (op, signal) in [("OS_Halt", libc::SIGINT), ("OS_Reboot", libc::SIGHUP)] {
         let dir = TempDir::new(&format!("syscall-{signal}"));
         let sim = sim(&dir).await;
@@ -422,34 +415,54 @@ async fn recovers_from_faults_within_5s_without_spinning() {
     assert_eq!(r.statechanges[changes], (1, 4));
 
     // Garbage on the channel: the agent drops it and reconnects.
-    let conns = sim.report().tclo_connections;
+    let before = sim.report();
     assert!(sim.send_garbage().await);
     let t = Instant::now();
-    sim.wait_for(5 * SEC, |r| r.tclo_connections > conns)
+    sim.wait_for(5 * SEC, |r| r.tclo_connections > before.tclo_connections)
         .await
         .expect("no reconnection after garbage");
     assert_eq!(sim.tclo(b"ping", 5 * SEC).await.unwrap(), b"OK ");
     assert!(t.elapsed() < 5 * SEC);
+    // The new connection's greeting ends with Capabilities_Register and Set_Option, which
+    // wait for RPCI as vmtoolsd's do; slow RPCI must not start before they are through.
+    sim.wait_for(5 * SEC, |r| r.greeted_connection == r.tclo_connections)
+        .await
+        .expect("the greeting after the reconnection did not finish");
 
-    // Slow RPCI replies do not hold up TCLO.
+    // Slow RPCI replies do not hold up TCLO. The delay is within the agent's RPCI timeout and
+    // is cut short below by clearing the fault, which releases the held reply.
     sim.set_faults(toolbox::sim::Faults {
-        rpci_delay_ms: 2000,
+        rpci_delay_ms: 8000,
         refuse: vec![],
     });
     // A reset makes the guest push everything again, over the slow RPCI channel.
-    assert_eq!(
-        sim.tclo(b"reset", 5 * SEC).await.unwrap(),
-        b"OK ATR toolbox"
-    );
-    let t = Instant::now();
-    assert_eq!(sim.tclo(b"ping", 5 * SEC).await.unwrap(), b"OK ");
-    // The delayed RPCI reply takes 2 s: a ping answered well before that did not wait for it.
+    let reply = sim
+        .tclo(b"reset", 5 * SEC)
+        .await
+        .unwrap_or_else(|e| panic!("reset while RPCI is slow: {e}; log:\n{}", agent.log()));
+    assert_eq!(reply, b"OK ATR toolbox");
+    let held = sim
+        .wait_for(5 * SEC, |r| r.rpci_replies_held > 0)
+        .await
+        .expect("no RPCI request after the reset");
+    let reply = sim
+        .tclo(b"ping", 5 * SEC)
+        .await
+        .unwrap_or_else(|e| panic!("ping while RPCI is slow: {e}; log:\n{}", agent.log()));
+    assert_eq!(reply, b"OK ");
+    // No RPCI reply went out between the ping and its answer: the ping did not wait for one.
+    let r = sim.report();
     assert!(
-        t.elapsed() < Duration::from_millis(1500),
-        "ping waited for RPCI: {:?}",
-        t.elapsed()
+        r.rpci_replies_held > 0 && r.rpci_requests == held.rpci_requests,
+        "ping waited for RPCI: {} replies held, {} answered before, {} after",
+        r.rpci_replies_held,
+        held.rpci_requests,
+        r.rpci_requests
     );
     sim.set_faults(toolbox::sim::Faults::default());
+    sim.wait_for(5 * SEC, |r| r.rpci_replies_held == 0)
+        .await
+        .expect("clearing the delay released no RPCI reply");
 
     // A VMX refusing NIC info v3 gets the v3-as-type-9 fallback.
     sim.set_faults(toolbox::sim::Faults {

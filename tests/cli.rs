@@ -141,7 +141,8 @@ fn garbage_from_the_peer_is_a_clear_error() {
 #[test]
 fn off_vmware_commands_exit_1_with_one_line() {
     if toolbox_rpc::detect::require_vmware().is_ok() {
-        eprintln!("skipped: this machine is a VMware VM");
+        println!("SKIPPED: off_vmware_commands_exit_1_with_one_line runs only off VMware");
+        eprintln!("SKIPPED: off_vmware_commands_exit_1_with_one_line runs only off VMware");
         return;
     }
     for args in [

@@ -1,7 +1,8 @@
 //! Guest info from a network namespace built by the test: known MACs, IPv4 and IPv6 addresses,
 //! routes and DNS; the simulator must decode exactly those. Needs root and iproute2 (installed
-//! by scripts/setup.sh); skipped with a line saying so otherwise. Every interface is a veth pair
-//! (the peers, `veth-*`, are excluded by default) so that no extra kernel module is needed.
+//! by scripts/setup.sh); skipped with a loud SKIPPED line when not root. Every interface is a
+//! veth pair (the peers, `veth-*`, are excluded by default) so that no extra kernel module is
+//! needed.
 
 mod util;
 
@@ -22,16 +23,17 @@ fn ip(args: &[&str]) -> bool {
 }
 
 impl Netns {
-    fn new(name: &str) -> Option<Netns> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: network namespaces need root");
+    /// None, after a loud SKIPPED line naming `test`, when not root. As root (CI) the test
+    /// must run, so a failing `ip netns add` is a failure, not a skip.
+    fn new(test: &str, name: &str) -> Option<Netns> {
+        if !root_or_skip(test) {
             return None;
         }
         let _ = Command::new("ip").args(["netns", "del", name]).output();
-        if !ip(&["netns", "add", name]) {
-            eprintln!("skipped: `ip netns add` failed (iproute2 missing or not permitted)");
-            return None;
-        }
+        assert!(
+            ip(&["netns", "add", name]),
+            "`ip netns add {name}` failed as root: iproute2 missing or namespaces not permitted"
+        );
         Some(Netns { name: name.into() })
     }
 
@@ -54,7 +56,9 @@ impl Drop for Netns {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_info_reports_exactly_the_namespace_network() {
     let name = format!("tbx{}", std::process::id());
-    let Some(ns) = Netns::new(&name) else { return };
+    let Some(ns) = Netns::new("guest_info_reports_exactly_the_namespace_network", &name) else {
+        return;
+    };
     ns.ip("link set lo up");
     ns.ip("link add eth0 type veth peer name veth-peer0");
     ns.ip("link set eth0 address 00:50:56:aa:bb:01");

@@ -99,8 +99,14 @@ pub struct GuestReport {
     pub unsolicited_replies: u64,
     /// TCLO connections accepted.
     pub tclo_connections: u64,
+    /// The latest TCLO connection (numbered from 1 as `tclo_connections` counts them) on which
+    /// the guest answered the whole greeting, the VMX's opening requests.
+    pub greeted_connection: u64,
     /// RPCI requests answered.
     pub rpci_requests: u64,
+    /// RPCI replies the delay fault holds back right now: a test can tell that the guest did
+    /// something while an RPCI request of its was still unanswered.
+    pub rpci_replies_held: u64,
     /// Requests not understood, and decode errors.
     pub errors: Vec<String>,
 }
@@ -178,6 +184,7 @@ struct Inner {
     pending: Mutex<Option<oneshot::Sender<Vec<u8>>>>,
     connected: Notify,
     changed: Notify,
+    faults_changed: Notify,
     generation: Mutex<u64>,
     rpci_conns: Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -223,6 +230,7 @@ impl Sim {
                 pending: Mutex::new(None),
                 connected: Notify::new(),
                 changed: Notify::new(),
+                faults_changed: Notify::new(),
                 generation: Mutex::new(0),
                 rpci_conns: Mutex::new(Vec::new()),
             }),
@@ -292,9 +300,11 @@ impl Sim {
             .cloned()
     }
 
-    /// Sets RPCI faults.
+    /// Sets RPCI faults; they apply to replies already held back too, so clearing the delay
+    /// releases those at once.
     pub fn set_faults(&self, f: Faults) {
         *lock(&self.inner.faults) = f;
+        self.inner.faults_changed.notify_waiters();
     }
 
     fn record(&self, f: impl FnOnce(&mut GuestReport)) {
@@ -346,21 +356,41 @@ impl Sim {
                     "Capabilities_Register",
                     "Set_Option broadcastIP 1",
                 ] {
-                    if let Err(e) = s.tclo(req.as_bytes(), Duration::from_secs(5)).await {
+                    // A greeting belongs to its connection: none of it goes to a later one.
+                    let sent = s
+                        .tclo_on(Some(generation), req.as_bytes(), Duration::from_secs(5))
+                        .await;
+                    if let Err(e) = sent {
                         s.record(|r| r.errors.push(format!("greeting {req}: {e}")));
-                        break;
+                        return;
                     }
                 }
+                s.record(|r| r.greeted_connection = r.greeted_connection.max(generation));
             });
         }
     }
 
     /// Sends a TCLO request to the guest and waits for its reply.
     pub async fn tclo(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+        self.tclo_on(None, request, timeout).await
+    }
+
+    /// As [`Sim::tclo`]; with `generation`, only on that connection.
+    async fn tclo_on(
+        &self,
+        generation: Option<u64>,
+        request: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut peer = loop {
             let connected = self.inner.connected.notified();
             let guard = self.inner.tclo.lock().await;
+            if let (Some(want), Some(p)) = (generation, guard.as_ref()) {
+                if p.generation != want {
+                    return Err("the connection was replaced".into());
+                }
+            }
             if guard.is_some() {
                 break guard;
             }
@@ -423,13 +453,40 @@ impl Sim {
         let (r, mut w) = conn.into_split();
         let mut reader = PacketReader::new(r);
         while let Ok(p) = reader.next().await {
-            let delay = lock(&self.inner.faults).rpci_delay_ms;
-            if delay > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-            }
+            self.delay_rpci_reply().await;
             let reply = self.rpci(&p.payload);
             if w.write_all(&Packet::data(reply).encode()).await.is_err() || p.fast_close {
                 break;
+            }
+        }
+    }
+
+    /// Holds an RPCI reply back for the delay fault, counting it in `rpci_replies_held` until it
+    /// is let go (also when the connection is aborted meanwhile).
+    async fn delay_rpci_reply(&self) {
+        struct Held<'a>(&'a Sim);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .record(|r| r.rpci_replies_held = r.rpci_replies_held.saturating_sub(1));
+            }
+        }
+        let received = tokio::time::Instant::now();
+        let mut held = None;
+        loop {
+            let changed = self.inner.faults_changed.notified();
+            let delay = Duration::from_millis(lock(&self.inner.faults).rpci_delay_ms);
+            let until = received + delay;
+            if tokio::time::Instant::now() >= until {
+                return;
+            }
+            if held.is_none() {
+                self.record(|r| r.rpci_replies_held += 1);
+                held = Some(Held(self));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return,
+                _ = changed => {}
             }
         }
     }

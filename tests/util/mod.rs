@@ -140,3 +140,57 @@ pub async fn tools_running(sim: &Sim) -> toolbox::sim::GuestReport {
     .await
     .unwrap_or_else(|r| panic!("the agent never reported tools running: {r:?}"))
 }
+
+/// True when running as root; otherwise prints a loud SKIPPED line naming `test` (on stdout and
+/// stderr, so it shows however the runner captures output) and the test returns.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    println!("SKIPPED: {test} needs root");
+    eprintln!("SKIPPED: {test} needs root");
+    false
+}
+
+/// Polls `cond` (a file the agent's children write, say) until it holds; panics naming `what`
+/// after `timeout`. The sleep only paces the polling.
+pub async fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The lines of a file, none while it does not exist.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sends a power operation until the agent accepts it: halt and reboot keep the in-progress
+/// flag until their action has run, so a refusal only means the last one is not over yet.
+/// Returns the accepted reply.
+pub async fn send_power_op(sim: &Sim, op: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = sim
+            .tclo(op.as_bytes(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        if reply != b"ERROR State change already in progress" {
+            return reply;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{op} still refused as in progress after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

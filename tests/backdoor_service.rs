@@ -112,15 +112,28 @@ async fn reopens_the_channel_after_a_failure() {
     // Fail the next call (a poll): the session ends, its channel is closed, and after a pause
     // the loop opens a new one. The request goes in once the fault has struck, so it is the
     // new channel that must carry it.
-    let failing_call = model.calls();
+    let failing_call = {
+        let st = model.stats();
+        st.low_calls + st.hb_calls
+    };
     model.inject(0, toolbox_rpc::model::Fault::Fail);
     for _ in 0..300 {
-        if model.calls() > failing_call {
+        if {
+            let st = model.stats();
+            st.low_calls + st.hb_calls
+        } > failing_call
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(model.calls() > failing_call, "the agent stopped polling");
+    assert!(
+        {
+            let st = model.stats();
+            st.low_calls + st.hb_calls
+        } > failing_call,
+        "the agent stopped polling"
+    );
     model.push_tclo(&b"reset"[..]);
     wait_reply(&model, b"OK ATR toolbox").await;
     stop.stop();

@@ -234,7 +234,7 @@ fn init_logging(level: &str, standalone: bool) {
 /// At most this many threads do blocking work at once.
 const BLOCKING_THREADS: usize = 8;
 /// An idle blocking thread leaves after this long.
-const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `toolbox run` and `toolbox -s`: the agent on a one-thread runtime until SIGTERM or SIGINT.
 fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {

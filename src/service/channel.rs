@@ -311,6 +311,18 @@ impl Connector {
         }
     }
 
+    /// True when opening a channel may wait: a vsock connect walks source ports and pauses
+    /// between retries. Unix sockets and the backdoor answer at once.
+    pub fn may_block(&self) -> bool {
+        matches!(
+            self,
+            Connector::Transport {
+                transport: Transport::Auto | Transport::Vsock,
+                ..
+            }
+        )
+    }
+
     /// True when an RPCI channel that fell back to the backdoor should be left for vsock
     /// before the next request.
     pub fn rpci_vsock_retry_due(&self) -> bool {

@@ -117,8 +117,12 @@ impl Shared {
         ))
     }
 
-    /// Opens the RPCI channel on the blocking pool, within the RPCI timeout.
+    /// Opens the RPCI channel, on the blocking pool when that may wait, within the RPCI
+    /// timeout.
     async fn open_rpci(&self) -> Result<RpciConn, RpciError> {
+        if !self.connector.may_block() {
+            return Ok(RpciConn::register(self.connector.rpci()?)?);
+        }
         let connector = self.connector.clone();
         let link = tokio::time::timeout(
             RPCI_TIMEOUT,
@@ -403,6 +407,9 @@ impl Service {
     }
 
     async fn open_tclo(&self) -> Result<TcloConn, SessionError> {
+        if !self.shared.connector.may_block() {
+            return Ok(self.shared.connector.tclo()?);
+        }
         let connector = self.shared.connector.clone();
         tokio::task::spawn_blocking(move || connector.tclo())
             .await

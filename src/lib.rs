@@ -2,7 +2,8 @@
 //!
 //! The transport to the VMX lives in the `toolbox-rpc` crate ([`toolbox_rpc`]); this crate holds
 //! the agent built on it: [`service`] (the TCLO loop and its [`dispatch`]er), [`guestinfo`] and
-//! its [`xdr`] encoding, [`power`] operations, [`config`], and the command line ([`cli`]).
+//! its [`xdr`] encoding, [`power`] operations, guest operations ([`vix`]), [`config`], and the
+//! command line ([`cli`]).
 
 #![deny(missing_docs)]
 
@@ -17,3 +18,4 @@ pub mod guestinfo;
 pub mod power;
 pub mod service;
 pub mod sim;
+pub mod vix;

@@ -706,16 +706,25 @@ fn writable(p: &Path) -> Result<(), OpError> {
 }
 
 /// InitiateFileTransferToGuest: may the upload go there? Hidden/read-only options are
-/// `VIX_E_INVALID_ARG`; a symlink `VIX_E_INVALID_ARG`; a directory `VIX_E_NOT_A_FILE` (unless
-/// the path is a directory archive form); an existing file without `overwrite`
+/// `VIX_E_INVALID_ARG`; a symlink `VIX_E_INVALID_ARG`; a directory `VIX_E_NOT_A_FILE` (a
+/// directory archive form instead needs its directory, or the parent of a new one, writable);
+/// an existing file without `overwrite`
 /// `VIX_E_FILE_ALREADY_EXISTS`, or `VIX_E_FILE_ACCESS_ERROR` when it is not writable; a new
 /// file needs a writable directory (`VIX_E_FILE_NAME_INVALID` when the parent is not one).
 pub fn transfer_to_guest(req: &TransferToGuestRequest) -> Result<(), OpError> {
     if req.options & (opt::SET_HIDDEN | opt::SET_READONLY) != 0 {
         return Err(OpError::vix(VixError::INVALID_ARG));
     }
-    if let Some(a) = existing_archive(&req.path)? {
-        return writable(Path::new(&a.dir));
+    if let Some(a) = archive_path(&req.path) {
+        // An archive unpacks into its directory, which the unpacking creates if need be.
+        let a = a?;
+        let dir = Path::new(&a.dir);
+        return match lstat(dir) {
+            Ok(st) if kind(&st) == SFlag::S_IFDIR => writable(dir),
+            Ok(_) => Err(OpError::vix(VixError::NOT_A_DIRECTORY)),
+            Err(e) if e.vix == VixError::FILE_NOT_FOUND => parent_writable(dir),
+            Err(e) => Err(e),
+        };
     }
     let p = Path::new(&req.path);
     match lstat(p) {
@@ -725,18 +734,22 @@ pub fn transfer_to_guest(req: &TransferToGuestRequest) -> Result<(), OpError> {
             _ if !req.overwrite => Err(OpError::vix(VixError::FILE_ALREADY_EXISTS)),
             _ => writable(p),
         },
-        Err(e) if e.vix == VixError::FILE_NOT_FOUND => {
-            let parent = match p.parent() {
-                Some(q) if q.as_os_str().is_empty() => Path::new("."),
-                Some(q) => q,
-                None => return Err(OpError::vix(VixError::FILE_NAME_INVALID)),
-            };
-            match nix::sys::stat::stat(parent) {
-                Ok(st) if kind(&st) == SFlag::S_IFDIR => writable(parent),
-                _ => Err(OpError::vix(VixError::FILE_NAME_INVALID)),
-            }
-        }
+        Err(e) if e.vix == VixError::FILE_NOT_FOUND => parent_writable(p),
         Err(e) => Err(e),
+    }
+}
+
+/// A new entry at `p` needs its parent to be a directory (`VIX_E_FILE_NAME_INVALID`) the user
+/// may write.
+fn parent_writable(p: &Path) -> Result<(), OpError> {
+    let parent = match p.parent() {
+        Some(q) if q.as_os_str().is_empty() => Path::new("."),
+        Some(q) => q,
+        None => return Err(OpError::vix(VixError::FILE_NAME_INVALID)),
+    };
+    match nix::sys::stat::stat(parent) {
+        Ok(st) if kind(&st) == SFlag::S_IFDIR => writable(parent),
+        _ => Err(OpError::vix(VixError::FILE_NAME_INVALID)),
     }
 }
 

@@ -543,6 +543,12 @@ fn every_other_op_needs_valid_credentials() {
     );
     let ok = call(&s, &hgfs);
     assert_eq!((ok.error, ok.result), (VixError::OK, vec![3, 2, 1]));
+    let validate = Command::ValidateCredentials;
+    assert!(call(&s, &validate).error.is_ok());
+    assert_eq!(
+        call_as(&s, &validate, Some(&wrong)).error,
+        VixError::INVALID_LOGIN_CREDENTIALS
+    );
 }
 
 #[test]
@@ -1130,6 +1136,7 @@ fn any_command() -> impl Strategy<Value = Command> {
     let props = proptest::collection::vec(any::<u8>(), 0..16);
     prop_oneof![
         Just(Command::GetToolsState),
+        Just(Command::ValidateCredentials),
         (
             any::<i32>(),
             text(),

@@ -259,3 +259,41 @@ pub fn fault_message(error: VixError, path: &str) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_list_files_forms() {
+        let fxi = "<fxi><Name>a%3Cb</Name><ft>2</ft><fs>0</fs><mt>5</mt><at>6</at><uid>0</uid>\
+                   <gid>0</gid><perm>41471</perm><slt>t%25</slt></fxi>";
+        for (text, truncated) in [
+            (format!("1 <rem>7</rem>{fxi}"), true),
+            (format!("0 <rem>7</rem>{fxi}"), false),
+            (format!("<rem>7</rem>{fxi}"), false),
+        ] {
+            let page = parse_list_files(text.as_bytes()).unwrap();
+            assert_eq!((page.truncated, page.remaining), (truncated, 7));
+            assert_eq!(page.files[0].name, b"a<b");
+            assert_eq!(page.files[0].symlink_target, b"t%");
+            assert_eq!(page.files[0].perm, 0o120777);
+        }
+        for bad in [
+            "0 <rem>x</rem>",
+            "<rem>1</rem><fxi>",
+            "<rem>1</rem><fxi><Name>%G0</Name>",
+        ] {
+            assert!(parse_list_files(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn govc_messages_name_the_path() {
+        assert_eq!(
+            fault_message(VixError::FILE_NOT_FOUND, "/x"),
+            "File /x was not found"
+        );
+        assert!(fault_message(VixError(9999), "/x").contains("(9999, 0)"));
+    }
+}

@@ -111,8 +111,8 @@ pub fn translate_errno(e: Errno) -> VixError {
     }
 }
 
-/// Runs one file operation. GetToolsState and HGFS packets are not file operations and get
-/// `VIX_E_NOT_SUPPORTED`.
+/// Runs one file operation. GetToolsState, ValidateCredentials and HGFS packets are not file
+/// operations and get `VIX_E_NOT_SUPPORTED`.
 pub fn execute(command: &Command) -> OpResult {
     let span = tracing::debug_span!("vix_file_op", op = %command.op());
     let _enter = span.enter();
@@ -128,7 +128,7 @@ pub fn execute(command: &Command) -> OpResult {
         Command::SetAttributes(r) => set_attributes(r).map(no_result),
         Command::TransferFromGuest(r) => transfer_from_guest(&r.path),
         Command::TransferToGuest(r) => transfer_to_guest(r).map(no_result),
-        Command::GetToolsState | Command::HgfsPacket(_) => {
+        Command::GetToolsState | Command::HgfsPacket(_) | Command::ValidateCredentials => {
             Err(OpError::vix(VixError::NOT_SUPPORTED))
         }
     };

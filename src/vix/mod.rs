@@ -107,7 +107,8 @@ impl OpResult {
 /// (a threaded agent cannot switch ids for one thread only: glibc's `setresuid` changes every
 /// thread), and which calls [`files::execute`] or the HGFS server there.
 pub trait RunAs: Send + Sync {
-    /// Carries out `command` (never [`Command::GetToolsState`]) as `user`.
+    /// Carries out `command` as `user` (never [`Command::GetToolsState`] or
+    /// [`Command::ValidateCredentials`], which the server answers itself).
     fn run(&self, user: &UserIdentity, command: &Command) -> OpResult;
 }
 

@@ -810,6 +810,8 @@ pub enum Command {
     TransferToGuest(TransferToGuestRequest),
     /// HGFS send packet.
     HgfsPacket(HgfsPacketRequest),
+    /// ValidateCredentials: a login and nothing else (`VixToolsValidateCredentials`).
+    ValidateCredentials,
 }
 
 /// Fixed body sizes (the structs of `vixCommands.h` less the request header).
@@ -909,6 +911,7 @@ impl Command {
         let r = &mut r;
         Ok(match op {
             OpCode::GET_TOOLS_STATE => Command::GetToolsState,
+            OpCode::VALIDATE_CREDENTIALS => Command::ValidateCredentials,
             OpCode::LIST_FILES => Command::ListFiles(read_list_files(r)?),
             OpCode::INITIATE_FILE_TRANSFER_FROM_GUEST => {
                 Command::TransferFromGuest(read_list_files(r)?)
@@ -1073,6 +1076,7 @@ impl Command {
             Command::TransferFromGuest(_) => OpCode::INITIATE_FILE_TRANSFER_FROM_GUEST,
             Command::TransferToGuest(_) => OpCode::INITIATE_FILE_TRANSFER_TO_GUEST,
             Command::HgfsPacket(_) => OpCode::HGFS_SEND_PACKET,
+            Command::ValidateCredentials => OpCode::VALIDATE_CREDENTIALS,
         }
     }
 
@@ -1099,7 +1103,7 @@ impl Command {
             }
         };
         match self {
-            Command::GetToolsState => {}
+            Command::GetToolsState | Command::ValidateCredentials => {}
             Command::ListFiles(l) | Command::TransferFromGuest(l) => list_files(&mut b, l),
             Command::CreateDirectory(c) => {
                 b.extend_from_slice(&c.options.to_le_bytes());

@@ -223,6 +223,83 @@ pub fn parse_list_files(result: &[u8]) -> Result<ListFilesPage, ClientError> {
     })
 }
 
+/// `units.FileSize` as govc prints sizes: bytes below 1 KiB, else one decimal and a unit
+/// letter.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [(u64, &str); 6] = [
+        (1 << 60, "E"),
+        (1 << 50, "P"),
+        (1 << 40, "T"),
+        (1 << 30, "G"),
+        (1 << 20, "M"),
+        (1 << 10, "K"),
+    ];
+    for (size, unit) in UNITS {
+        if n >= size {
+            return format!("{:.1}{unit}", n as f32 / size as f32);
+        }
+    }
+    n.to_string()
+}
+
+/// Seconds since the epoch as Go's `"Jan 2 15:04 2006"`, in UTC.
+pub fn govc_time(secs: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{} {day} {:02}:{:02} {year}",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// One line of `govc guest.ls` (`-s`: the path only), fields separated by tabs as govc's
+/// tabwriter gets them: mode, uid, gid, size, modification time, path (` -> target` for a
+/// link).
+pub fn ls_line(f: &FileInfo, simple: bool) -> String {
+    let name = String::from_utf8_lossy(&f.name);
+    if simple {
+        return name.into_owned();
+    }
+    let (kind, size) = if f.file_type & super::proto::file_type::DIRECTORY != 0 {
+        // govc shows 4092 for a directory whose size the guest left at 0.
+        ('d', if f.size == 0 { 4092 } else { f.size })
+    } else if f.file_type & super::proto::file_type::SYMLINK != 0 {
+        ('l', f.size)
+    } else {
+        ('-', f.size)
+    };
+    let mut perm = String::with_capacity(9);
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        perm.push(if f.perm & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    let mut line = format!(
+        "{kind}{perm}\t{}\t{}\t{}\t{}\t{name}",
+        f.uid,
+        f.gid,
+        human_size(size),
+        govc_time(f.mtime as i64)
+    );
+    if !f.symlink_target.is_empty() {
+        line.push_str(" -> ");
+        line.push_str(&String::from_utf8_lossy(&f.symlink_target));
+    }
+    line
+}
+
 /// The vSphere fault a VIX error becomes and the message govc prints for it
 /// (`govc: <message>`), for a request about `path`.
 pub fn fault_message(error: VixError, path: &str) -> String {
@@ -286,6 +363,32 @@ mod tests {
         ] {
             assert!(parse_list_files(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ls_lines_as_govc_prints_them() {
+        assert_eq!(govc_time(0), "Jan 1 00:00 1970");
+        assert_eq!(govc_time(1_700_000_000), "Nov 14 22:13 2023");
+        assert_eq!(govc_time(951_782_400), "Feb 29 00:00 2000");
+        assert_eq!(human_size(1023), "1023");
+        assert_eq!(human_size(1536), "1.5K");
+        assert_eq!(human_size(3 << 30), "3.0G");
+        let f = FileInfo {
+            name: b"/tmp/l".to_vec(),
+            file_type: 2,
+            size: 0,
+            mtime: 0,
+            atime: 0,
+            uid: 1,
+            gid: 2,
+            perm: 0o120755,
+            symlink_target: b"x".to_vec(),
+        };
+        assert_eq!(
+            ls_line(&f, false),
+            "lrwxr-xr-x\t1\t2\t0\tJan 1 00:00 1970\t/tmp/l -> x"
+        );
+        assert_eq!(ls_line(&f, true), "/tmp/l");
     }
 
     #[test]

@@ -248,7 +248,12 @@ pub fn list_files(req: &ListFilesRequest) -> Result<Vec<u8>, OpError> {
     };
     let path = Path::new(&req.path);
     let st = lstat(path)?;
-    let mut page = Page::new(index + offset, if max > 0 { max - offset } else { 0 });
+    // With maxResults 0 only the count after `index` is wanted (vmtoolsd ignores the offset).
+    let mut page = if max > 0 {
+        Page::new(index + offset, max - offset)
+    } else {
+        Page::new(index, 0)
+    };
     let matches = |name: &[u8]| pattern.as_ref().map_or(true, |re| re.is_match(name));
     if kind(&st) == SFlag::S_IFDIR {
         let dirfd = openat(

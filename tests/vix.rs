@@ -844,6 +844,45 @@ fn move_files_and_directories() {
 }
 
 #[test]
+fn move_file_across_file_systems_copies_into_place() {
+    let d = TempDir::new("vix-xdev");
+    let shm = Path::new("/dev/shm");
+    let other = |a: &Path, b: &Path| {
+        std::fs::metadata(a).map(|m| m.dev()).ok() != std::fs::metadata(b).map(|m| m.dev()).ok()
+    };
+    if !shm.is_dir() || !other(d.path(), shm) {
+        println!("SKIPPED: needs /dev/shm on another file system");
+        return;
+    }
+    let s = server();
+    let src = d.write("big", &"0123456789".repeat(100_000));
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let dst = shm.join(format!("vix-xdev-{}", std::process::id()));
+    let existing = std::fs::write(&dst, "old");
+    assert!(existing.is_ok());
+    assert_eq!(
+        call(&s, &mv(&src, &dst, false, false)).error,
+        VixError::FILE_ALREADY_EXISTS
+    );
+    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "old");
+    assert!(src.exists());
+    assert!(call(&s, &mv(&src, &dst, true, false)).error.is_ok());
+    assert_eq!(std::fs::read(&dst).unwrap().len(), 1_000_000);
+    assert_eq!(
+        std::fs::metadata(&dst).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    assert!(!src.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(shm)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".vix-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_file(&dst).unwrap();
+}
+
+#[test]
 fn temporary_files_and_directories() {
     let d = TempDir::new("vix-tmp");
     let s = server();

@@ -407,7 +407,8 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// MoveFileEx: renames a file or symlink (the link itself). A real directory as the source is
 /// `VIX_E_NOT_A_FILE`, as the destination `VIX_E_FILE_ALREADY_EXISTS`; without `overwrite`
 /// an existing destination is `VIX_E_FILE_ALREADY_EXISTS`, refused atomically
-/// (`RENAME_NOREPLACE`). Moving a file onto itself does nothing.
+/// (`RENAME_NOREPLACE`). Moving a file onto itself does nothing. Across file systems the file
+/// is copied into place, then the source removed.
 pub fn move_file(old: &str, new: &str, overwrite: bool) -> Result<(), OpError> {
     let (o, n) = (Path::new(old), Path::new(new));
     let st = lstat(o)?;
@@ -422,6 +423,8 @@ pub fn move_file(old: &str, new: &str, overwrite: bool) -> Result<(), OpError> {
     match renameat2(AT_FDCWD, o, AT_FDCWD, n, flags) {
         Ok(()) => Ok(()),
         Err(Errno::EEXIST) if same_file(o, n) => Ok(()),
+        // Another file system: File_Move copies, then removes the source.
+        Err(Errno::EXDEV) => copy_across(o, n, &st, flags),
         // rename(2) of a file onto a directory.
         Err(Errno::EISDIR) => Err(OpError {
             vix: VixError::FILE_ALREADY_EXISTS,
@@ -429,6 +432,62 @@ pub fn move_file(old: &str, new: &str, overwrite: bool) -> Result<(), OpError> {
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A name beside `target` for a file being put in place.
+fn temp_beside(target: &Path) -> std::path::PathBuf {
+    let name = target
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_os_string());
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".vix-{:08x}", random_u32()));
+    target.with_file_name(tmp)
+}
+
+/// The cross-file-system move of a file or symlink: a copy under a temporary name beside the
+/// destination, synced, renamed into place (so an interrupted move leaves no partial file
+/// and an existing destination intact unless `flags` allow replacing it), then the source
+/// removed (its removal failing is ignored, as in `File_Move`).
+fn copy_across(o: &Path, n: &Path, st: &FileStat, flags: RenameFlags) -> Result<(), OpError> {
+    let tmp = temp_beside(n);
+    let made = match kind(st) {
+        SFlag::S_IFLNK => {
+            let target = nix::fcntl::readlinkat(AT_FDCWD, o)?;
+            nix::unistd::symlinkat(target.as_os_str(), AT_FDCWD, &tmp).map_err(OpError::from)
+        }
+        SFlag::S_IFREG => copy_file(o, &tmp, st),
+        _ => Err(Errno::EXDEV.into()),
+    };
+    made?;
+    if let Err(e) = renameat2(AT_FDCWD, &tmp, AT_FDCWD, n, flags) {
+        let _ = unlinkat(AT_FDCWD, &tmp, UnlinkatFlags::NoRemoveDir);
+        return Err(e.into());
+    }
+    let _ = unlinkat(AT_FDCWD, o, UnlinkatFlags::NoRemoveDir);
+    Ok(())
+}
+
+fn copy_file(from: &Path, to: &Path, st: &FileStat) -> Result<(), OpError> {
+    let src = openat(
+        AT_FDCWD,
+        from,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let dst = openat(
+        AT_FDCWD,
+        to,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(st.st_mode & 0o777),
+    )?;
+    let (mut src, dst) = (std::fs::File::from(src), std::fs::File::from(dst));
+    let copied = std::io::copy(&mut src, &mut &dst).and_then(|_| dst.sync_all());
+    if let Err(e) = copied {
+        let _ = unlinkat(AT_FDCWD, to, UnlinkatFlags::NoRemoveDir);
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// MoveDirectory: the source must be a real directory (`VIX_E_NOT_A_DIRECTORY`); the

@@ -135,7 +135,7 @@ impl Authenticator for StaticAuthenticator {
         self.accounts
             .iter()
             .find(|(name, password, _)| {
-                *name == credentials.name && password == &credentials.password
+                *name == credentials.name && password.ct_eq(&credentials.password)
             })
             .map(|(_, _, id)| id.clone())
             .ok_or(AuthError::InvalidCredentials)

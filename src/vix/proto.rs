@@ -1192,6 +1192,16 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Equality whose time does not depend on where the two first differ.
+    pub fn ct_eq(&self, other: &Secret) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        let diff = a
+            .iter()
+            .zip(b)
+            .fold(a.len() ^ b.len(), |d, (x, y)| d | usize::from(x ^ y));
+        std::hint::black_box(diff) == 0
+    }
 }
 
 impl Drop for Secret {
@@ -1551,6 +1561,11 @@ mod tests {
             );
         }
         assert!(format!("{c:?}").contains("Secret(..)"));
+        let s = |v: &str| Secret::new(v.into());
+        assert!(s("pass").ct_eq(&s("pass")));
+        assert!(
+            !s("pass").ct_eq(&s("pasS")) && !s("pass").ct_eq(&s("pas")) && !s("").ct_eq(&s("x"))
+        );
         assert!(!format!("{c:?}").contains("pa ss"));
     }
 

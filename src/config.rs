@@ -16,10 +16,15 @@
 //! exclude_nics = ["docker*", "veth*", "virbr*", "cali*", "antrea-*"]
 //! max_nics = 16
 //! interval_secs = 30
+//!
+//! [guestoperations]             # vmtoolsd's switches, same names
+//! disabled = false              # true: every guest operation answers VIX_E_OPERATION_DISABLED
+//! ListFilesInGuest.disabled = true     # one operation, by its vSphere API name
 //! ```
 
 use crate::guestinfo::DEFAULT_EXCLUDE;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toolbox_rpc::Transport;
 
@@ -104,6 +109,37 @@ impl Default for GuestInfoConfig {
     }
 }
 
+/// `[guestoperations]`, as vmtoolsd reads it (`VixToolsGetAPIDisabledFromConf`): `disabled`
+/// turns every guest operation off; `<API name>.disabled` one of them (names in
+/// [`crate::vix::server::CONFIG_API_NAMES`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct GuestOperationsConfig {
+    /// Every operation off.
+    pub disabled: bool,
+    /// Per operation, by vSphere API name (`ListFilesInGuest`, ...).
+    #[serde(flatten)]
+    pub operations: BTreeMap<String, OperationSwitch>,
+}
+
+/// One operation's switch: `<API name>.disabled = true`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperationSwitch {
+    /// This operation off.
+    pub disabled: bool,
+}
+
+impl GuestOperationsConfig {
+    /// True when the global switch is on, or `api` (when given) is switched off.
+    pub fn is_disabled(&self, api: Option<&str>) -> bool {
+        self.disabled
+            || api
+                .and_then(|a| self.operations.get(a))
+                .is_some_and(|s| s.disabled)
+    }
+}
+
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -117,6 +153,8 @@ pub struct Config {
     pub power: PowerConfig,
     /// Guest info.
     pub guestinfo: GuestInfoConfig,
+    /// Guest operations switches.
+    pub guestoperations: GuestOperationsConfig,
 }
 
 impl Default for Config {
@@ -126,6 +164,7 @@ impl Default for Config {
             log_level: "info".into(),
             power: PowerConfig::default(),
             guestinfo: GuestInfoConfig::default(),
+            guestoperations: GuestOperationsConfig::default(),
         }
     }
 }
@@ -191,6 +230,16 @@ impl Config {
         if c.guestinfo.interval_secs == 0 {
             return Err(invalid("guestinfo.interval_secs must be at least 1"));
         }
+        if let Some(name) = c
+            .guestoperations
+            .operations
+            .keys()
+            .find(|k| !crate::vix::server::CONFIG_API_NAMES.contains(&k.as_str()))
+        {
+            return Err(invalid(&format!(
+                "guestoperations.{name} is not a guest operation vmtoolsd knows"
+            )));
+        }
         Ok(c)
     }
 
@@ -239,6 +288,20 @@ mod tests {
     }
 
     #[test]
+    fn guestoperations_switches_as_vmtoolsd_names_them() {
+        let c = parse("[guestoperations]\nListFilesInGuest.disabled = true\nMoveFileInGuest.disabled = false\n")
+            .unwrap()
+            .guestoperations;
+        assert!(c.is_disabled(Some("ListFilesInGuest")));
+        assert!(!c.is_disabled(Some("MoveFileInGuest")));
+        assert!(!c.is_disabled(None));
+        let all = parse("[guestoperations]\ndisabled = true\n")
+            .unwrap()
+            .guestoperations;
+        assert!(all.is_disabled(None) && all.is_disabled(Some("MoveFileInGuest")));
+    }
+
+    #[test]
     fn rejects_unknown_keys_bad_values_and_inconsistencies() {
         for bad in [
             "trasnport = \"auto\"",
@@ -247,6 +310,9 @@ mod tests {
             "[power]\nmethod = \"magic\"",
             "[power]\nmethod = \"command\"\nhalt_command = []",
             "[guestinfo]\ninterval_secs = 0",
+            "[guestoperations]\nListFilezInGuest.disabled = true",
+            "[guestoperations]\nListFilesInGuest.enabled = true",
+            "[guestoperations]\ndisabled = 1",
             "[guestinfo\n",
         ] {
             let e = parse(bad).unwrap_err().to_string();

@@ -2,7 +2,8 @@
 //!
 //! The transport to the VMX lives in the `toolbox-rpc` crate ([`toolbox_rpc`]); this crate holds
 //! the agent built on it: [`service`] (the TCLO loop and its [`dispatch`]er), [`guestinfo`] and
-//! its [`xdr`] encoding, [`power`] operations, [`config`], and the command line ([`cli`]).
+//! its [`xdr`] encoding, [`power`] operations, guest operations ([`vix`]), [`config`], and the
+//! command line ([`cli`]).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -21,3 +22,4 @@ pub mod power;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod vix;

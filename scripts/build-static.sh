@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=x86_64-unknown-linux-gnu
 RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
-    cargo build -q --release --target $TARGET --bin toolbox
+    cargo build -q --release --no-default-features --target $TARGET --bin toolbox
 echo "$PWD/target/$TARGET/release/toolbox"

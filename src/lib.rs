@@ -8,12 +8,14 @@
 
 pub use toolbox_rpc as rpc;
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guestinfo;
+pub mod guestops;
 pub mod power;
 pub mod service;
 pub mod sim;

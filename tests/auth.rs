@@ -823,3 +823,26 @@ fn pam_backend_logs_in_through_pam_unix_and_refuses_wrong_locked_and_changed() {
     run(Command::new("usermod").arg("-L").arg(&user.name));
     assert!(login(&auth, &user.name, "pam-New-pw-7").is_err());
 }
+
+#[test]
+fn the_real_binary_serves_as_helper_through_its_hidden_subcommand() {
+    let pool = HelperPool::new(PoolConfig {
+        program: env!("CARGO_BIN_EXE_toolbox").into(),
+        ..PoolConfig::default()
+    });
+    let me = own_identity();
+    let reply = pool.call(&me, ServiceId::IDENTITY, b"").unwrap();
+    let report = toolbox::guestops::frame::Report::decode(&reply).unwrap();
+    assert_eq!(report.uids, [me.uid; 3]);
+    assert_eq!(report.gids[1], me.gid);
+    // The VIX and HGFS services are not registered yet: an error, and the helper lives on.
+    let e = pool.call(&me, ServiceId(0x70), b"x").unwrap_err();
+    assert!(matches!(e, GuestOpsError::UnknownService(_)), "{e}");
+    assert_eq!(pool.helpers(), vec![me.uid]);
+    // Hidden from help.
+    let help = Command::new(env!("CARGO_BIN_EXE_toolbox"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("guestops"));
+}

@@ -846,3 +846,46 @@ fn the_real_binary_serves_as_helper_through_its_hidden_subcommand() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("guestops"));
 }
+
+#[test]
+fn descriptors_leaked_without_close_on_exec_are_reported() {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    // Opened without O_CLOEXEC, as a C library might: every child inherits it.
+    let leaked = open("/etc/hostname", OFlag::O_RDONLY, Mode::empty()).unwrap();
+    let me = own_identity();
+    // The setup reply names them (the pool logs it); talk to a helper directly to see it.
+    use std::os::unix::net::UnixStream;
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_toolbox"))
+        .arg(toolbox::guestops::HELPER_SUBCOMMAND)
+        .stdin(std::os::fd::OwnedFd::from(theirs))
+        .spawn()
+        .unwrap();
+    let setup = toolbox::guestops::frame::Setup {
+        uid: me.uid,
+        gid: me.gid,
+        groups: me.groups.clone(),
+        home: me.home.clone(),
+    };
+    toolbox::guestops::frame::write_frame(&mut ours, 0, &setup.encode()).unwrap();
+    let (status, payload) = toolbox::guestops::frame::read_frame(&mut ours)
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, toolbox::guestops::frame::STATUS_OK);
+    let setup_report = toolbox::guestops::frame::Report::decode(&payload).unwrap();
+    assert!(
+        setup_report
+            .stray_fds
+            .iter()
+            .any(|s| s.ends_with("-> /etc/hostname")),
+        "{:?}",
+        setup_report.stray_fds
+    );
+    drop(ours);
+    assert!(
+        child.wait().unwrap().success(),
+        "EOF ends the helper cleanly"
+    );
+    drop(leaked);
+}

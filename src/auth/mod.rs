@@ -468,13 +468,15 @@ impl Authenticator {
         }
         state.in_flight.push(user.to_string());
         drop(state);
+        // Clears the in-flight mark and wakes the waiters however the check ends, a panic
+        // in a backend included (waiters would otherwise sleep for ever).
+        let in_flight = InFlight { auth: self, user };
 
         self.backend_checks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let verdict = self.check(creds);
 
         let mut state = self.lock();
-        state.in_flight.retain(|u| u != user);
         match &verdict {
             Ok(id) => {
                 state.limiter.record_success(user);
@@ -490,7 +492,7 @@ impl Authenticator {
             }
         }
         drop(state);
-        self.verdict.notify_all();
+        drop(in_flight);
         verdict
     }
 
@@ -509,6 +511,18 @@ impl Authenticator {
                     reason: DenyReason::UnknownUser,
                 }),
         }
+    }
+}
+
+struct InFlight<'a> {
+    auth: &'a Authenticator,
+    user: &'a str,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.auth.lock().in_flight.retain(|u| u != self.user);
+        self.auth.verdict.notify_all();
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! The transport to the VMX lives in the `toolbox-rpc` crate ([`toolbox_rpc`]); this crate holds
 //! the agent built on it: [`service`] (the TCLO loop and its [`dispatch`]er), [`guestinfo`] and
-//! its [`xdr`] encoding, [`power`] operations, [`config`], and the command line ([`cli`]).
+//! its [`xdr`](guestinfo::xdr) encoding, [`power`] operations, [`config`], the command line
+//! ([`cli`]), and guest operations' [`auth`]entication and per-user helper processes
+//! ([`guestops`]).
 
 #![deny(missing_docs)]
 

@@ -889,3 +889,50 @@ fn descriptors_leaked_without_close_on_exec_are_reported() {
     );
     drop(leaked);
 }
+
+#[test]
+fn helpers_of_changed_accounts_stop_without_waiting_for_a_request() {
+    require_root!();
+    let user = TestUser::create(false);
+    let auth = Arc::new(
+        Authenticator::new(AuthSettings {
+            backend: BackendKind::Shadow,
+            limits: RateLimits::unlimited(),
+            ..AuthSettings::default()
+        })
+        .unwrap(),
+    );
+    let id = login(&auth, &user.name, &user.password.clone()).unwrap();
+    let resolver = auth.clone();
+    let pool = HelperPool::new(PoolConfig {
+        idle_timeout: Duration::from_secs(600),
+        account_watch: Some(toolbox::guestops::AccountWatch {
+            files: auth.account_files().clone(),
+            resolve: Arc::new(move |name: &str| resolver.resolve(name).ok().flatten()),
+        }),
+        ..pool_config()
+    });
+    let pid = field(&ask(&pool, &id, b'I', ""), "pid").to_string();
+    let wait_for = |done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done()
+    };
+    // Someone else's account changes: this helper stays.
+    let other = TestUser::create(false);
+    pool.reap_idle();
+    assert_eq!(
+        pool.helper_pid(user.uid).map(|p| p.to_string()),
+        Some(pid.clone())
+    );
+    drop(other);
+    // This user leaves a group: the helper (which still has it) is stopped.
+    run(Command::new("gpasswd").args(["-d", &user.name, &user.group]));
+    assert!(
+        wait_for(&|| pool.helpers().is_empty()),
+        "helper still running"
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+}

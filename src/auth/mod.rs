@@ -401,6 +401,27 @@ impl Authenticator {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// `name`'s identity as it stands now, without any password check: from the account
+    /// files for the `shadow` and `none` backends, from NSS for `pam`. `None` when the
+    /// account no longer exists. The helper pool uses it to retire helpers whose account
+    /// changed.
+    pub fn resolve(&self, name: &str) -> Result<Option<UserIdentity>, AuthError> {
+        match self.settings.backend {
+            #[cfg(feature = "pam")]
+            BackendKind::Pam => match pam::identity_from_nss(&self.settings.pam_service, name) {
+                Ok(id) => Ok(Some(id)),
+                Err(AuthError::Denied { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+            _ => accounts::identity_from_files(&self.settings.files, name),
+        }
+    }
+
+    /// The account files watched for changes.
+    pub fn account_files(&self) -> &AccountFiles {
+        &self.settings.files
+    }
+
     /// Forgets any remembered login of `user` (e.g. when the agent learns the account changed
     /// by other means than the account files).
     pub fn forget_user(&self, user: &str) {

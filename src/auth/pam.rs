@@ -76,7 +76,7 @@ pub(crate) fn login(service: &str, creds: &Credentials) -> Result<UserIdentity, 
     identity_from_nss(service, user)
 }
 
-fn identity_from_nss(service: &str, name: &str) -> Result<UserIdentity, AuthError> {
+pub(crate) fn identity_from_nss(service: &str, name: &str) -> Result<UserIdentity, AuthError> {
     let system = |message: String| AuthError::PamSystem {
         service: service.to_string(),
         user: name.to_string(),

@@ -25,7 +25,7 @@ pub mod frame;
 pub mod helper;
 mod pool;
 
-pub use pool::{GuestOpsError, HelperPool, PoolConfig};
+pub use pool::{AccountWatch, GuestOpsError, HelperPool, PoolConfig, Resolver};
 
 use std::fmt;
 

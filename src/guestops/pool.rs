@@ -2,7 +2,7 @@
 
 use super::frame::{self, FrameError, Report, Setup};
 use super::{ServiceId, HELPER_SUBCOMMAND};
-use crate::auth::UserIdentity;
+use crate::auth::{AccountFiles, AccountStamp, UserIdentity};
 use nix::unistd::geteuid;
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -12,6 +12,28 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+
+/// Looks an account up as it stands now (`None`: it no longer exists).
+pub type Resolver = Arc<dyn Fn(&str) -> Option<UserIdentity> + Send + Sync>;
+
+/// Account files to watch: when their stamp changes, every helper whose user no longer
+/// resolves to the identity it runs with is stopped, busy or not, without waiting for a
+/// request (a helper of a deleted user, or of one removed from a group, does not linger).
+#[derive(Clone)]
+pub struct AccountWatch {
+    /// The files whose [`AccountStamp`] is watched.
+    pub files: AccountFiles,
+    /// How to look a user up again ([`crate::auth::Authenticator::resolve`]).
+    pub resolve: Resolver,
+}
+
+impl std::fmt::Debug for AccountWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountWatch")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
 
 /// How the pool starts and keeps helpers.
 #[derive(Clone, Debug)]
@@ -28,6 +50,8 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Longest a single request may take before its helper is killed.
     pub call_timeout: Duration,
+    /// Account files to watch, if any.
+    pub account_watch: Option<AccountWatch>,
 }
 
 impl Default for PoolConfig {
@@ -41,6 +65,7 @@ impl Default for PoolConfig {
             max_helpers: 8,
             idle_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(120),
+            account_watch: None,
         }
     }
 }
@@ -119,6 +144,8 @@ struct Slot {
 
 struct Inner {
     config: PoolConfig,
+    /// The watched files' stamp at the last look.
+    accounts_seen: Mutex<Option<AccountStamp>>,
     slots: Mutex<HashMap<u32, Arc<Slot>>>,
     stop: Mutex<bool>,
     wake: Condvar,
@@ -147,8 +174,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl HelperPool {
     /// A pool; starts the thread that stops idle helpers.
     pub fn new(config: PoolConfig) -> HelperPool {
+        let accounts_seen = Mutex::new(config.account_watch.as_ref().map(|w| w.files.stamp()));
         let inner = Arc::new(Inner {
             config,
+            accounts_seen,
             slots: Mutex::new(HashMap::new()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -191,10 +220,16 @@ impl HelperPool {
         drop(slots);
     }
 
-    /// Stops helpers idle longer than the idle timeout (the reaper thread does this on its
-    /// own; exposed for the agent's timer and for tests).
+    /// Stops helpers idle longer than the idle timeout, and those whose account changed
+    /// (the reaper thread does this on its own; exposed for the agent's timer and for tests).
     pub fn reap_idle(&self) {
         reap(&self.inner);
+    }
+
+    /// Stops every helper whose user `resolve` no longer maps to the identity the helper
+    /// runs with.
+    pub fn retire_changed(&self, resolve: &dyn Fn(&str) -> Option<UserIdentity>) {
+        retire_changed(&self.inner, resolve);
     }
 
     /// Runs `payload` through `service` in `user`'s helper, starting the helper if needed,
@@ -401,7 +436,48 @@ fn exchange(
     }
 }
 
+fn retire_changed(inner: &Inner, resolve: &dyn Fn(&str) -> Option<UserIdentity>) {
+    let users: Vec<(u32, UserIdentity)> = lock(&inner.slots)
+        .iter()
+        .map(|(uid, s)| (*uid, s.identity.clone()))
+        .collect();
+    // Looked up without the pool locked: NSS may be slow.
+    let changed: Vec<(u32, UserIdentity)> = users
+        .into_iter()
+        .filter(|(_, id)| resolve(&id.name).as_ref() != Some(id))
+        .collect();
+    if changed.is_empty() {
+        return;
+    }
+    let mut slots = lock(&inner.slots);
+    let mut gone = Vec::new();
+    for (uid, id) in &changed {
+        // Only the slot that was looked at: one made since for the new identity stays.
+        if slots.get(uid).is_some_and(|s| s.identity == *id) {
+            gone.extend(slots.remove(uid));
+        }
+    }
+    drop(slots);
+    tracing::info!(uids = ?changed.iter().map(|(u, _)| *u).collect::<Vec<_>>(), "accounts changed; stopping their helpers");
+    drop(gone);
+}
+
+fn watch_accounts(inner: &Inner) {
+    let Some(watch) = &inner.config.account_watch else {
+        return;
+    };
+    let now = watch.files.stamp();
+    let mut seen = lock(&inner.accounts_seen);
+    if seen.as_ref() == Some(&now) {
+        return;
+    }
+    *seen = Some(now);
+    drop(seen);
+    retire_changed(inner, &*watch.resolve);
+}
+
 fn reap(inner: &Inner) {
+    watch_accounts(inner);
     let idle = inner.config.idle_timeout;
     let now = Instant::now();
     let mut slots = lock(&inner.slots);

@@ -225,7 +225,7 @@ fn cache_expires_and_can_be_turned_off() {
     let auth = Authenticator::new(AuthSettings {
         backend: BackendKind::Shadow,
         files: acc.files(),
-        cache_ttl: Duration::from_millis(300),
+        cache_ttl: Duration::from_millis(1500),
         limits: RateLimits::unlimited(),
         ..AuthSettings::default()
     })
@@ -233,7 +233,7 @@ fn cache_expires_and_can_be_turned_off() {
     login(&auth, "bob", "bob-pw-2").unwrap();
     login(&auth, "bob", "bob-pw-2").unwrap();
     assert_eq!(auth.backend_checks(), 1);
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(1600));
     login(&auth, "bob", "bob-pw-2").unwrap();
     assert_eq!(auth.backend_checks(), 2);
 
@@ -270,7 +270,7 @@ fn concurrent_logins_of_one_user_share_one_check() {
 fn failed_logins_are_rate_limited_per_user_and_in_total() {
     let acc = Accounts::new();
     let limits = RateLimits {
-        user_backoff: Duration::from_millis(300),
+        user_backoff: Duration::from_millis(1500),
         user_backoff_max: Duration::from_secs(5),
         global_burst: 3,
         global_refill: Duration::from_secs(60),
@@ -296,7 +296,7 @@ fn failed_logins_are_rate_limited_per_user_and_in_total() {
     assert!(limited.is_invalid_login());
     // Another user is not held up by bob's failure.
     login(&auth, "carol", "carol-pw-3").unwrap();
-    std::thread::sleep(Duration::from_millis(350));
+    std::thread::sleep(Duration::from_millis(1600));
     login(&auth, "bob", "bob-pw-2").unwrap();
 
     // Two more failures over different names spend the global burst of three.

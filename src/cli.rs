@@ -59,6 +59,10 @@ pub enum Command {
         #[arg(short, long)]
         product: bool,
     },
+    /// Internal: a guest-operations helper, started by the agent with a socket on stdin (see
+    /// `guestops::helper`). Not for use by hand.
+    #[command(name = "__guestops-helper", hide = true)]
+    GuestOpsHelper,
 }
 
 /// guestinfo operations.
@@ -99,6 +103,9 @@ pub enum CliError {
     /// The runtime could not start.
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
+    /// A guest-operations helper stopped on an error (already printed).
+    #[error("guest-operations helper stopped")]
+    Helper,
     /// GETVERSION had no answer.
     #[error("the backdoor did not answer GETVERSION: no VMware backdoor on port 0x5658")]
     NoVersion,
@@ -172,6 +179,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let transport = cli.transport.clone().unwrap_or_default();
     let mut out = std::io::stdout().lock();
     match command {
+        Command::GuestOpsHelper => {
+            drop(out);
+            return match crate::guestops::helper::serve(&crate::guestops::builtin_registry()) {
+                code if code == std::process::ExitCode::SUCCESS => Ok(()),
+                _ => Err(CliError::Helper),
+            };
+        }
         Command::Run => {
             drop(out);
             return run_agent(&cli, assume);

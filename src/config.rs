@@ -20,6 +20,14 @@
 //! [guestoperations]             # vmtoolsd's switches, same names
 //! disabled = false              # true: every guest operation answers VIX_E_OPERATION_DISABLED
 //! ListFilesInGuest.disabled = true     # one operation, by its vSphere API name
+//! [auth]
+//! backend = "pam"               # pam | shadow | none (default pam with the pam feature, else shadow)
+//! pam_service = "toolbox"       # /etc/pam.d/<service>
+//! cache_secs = 60               # how long a successful login is remembered; 0: never
+//! passwd_file = "/etc/passwd"   # shadow and none backends; every backend watches them
+//! group_file = "/etc/group"
+//! shadow_file = "/etc/shadow"
+//! shells_file = "/etc/shells"
 //! ```
 
 use crate::guestinfo::DEFAULT_EXCLUDE;
@@ -140,6 +148,45 @@ impl GuestOperationsConfig {
     }
 }
 
+/// `[auth]`: how guest-operation requests are authenticated (see [`crate::auth`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Which backend checks passwords.
+    pub backend: crate::auth::BackendKind,
+    /// PAM service name (`pam` backend).
+    pub pam_service: String,
+    /// Seconds a successful login is remembered; 0 checks every request.
+    pub cache_secs: u64,
+    /// passwd(5).
+    pub passwd_file: PathBuf,
+    /// group(5).
+    pub group_file: PathBuf,
+    /// shadow(5).
+    pub shadow_file: PathBuf,
+    /// shells(5).
+    pub shells_file: PathBuf,
+}
+
+/// Longest login cache lifetime accepted: the cache is meant to span one burst of requests,
+/// not to stand in for a session.
+pub const MAX_AUTH_CACHE_SECS: u64 = 600;
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let files = crate::auth::AccountFiles::default();
+        AuthConfig {
+            backend: crate::auth::BackendKind::build_default(),
+            pam_service: crate::auth::DEFAULT_PAM_SERVICE.into(),
+            cache_secs: crate::auth::DEFAULT_CACHE_TTL.as_secs(),
+            passwd_file: files.passwd,
+            group_file: files.group,
+            shadow_file: files.shadow,
+            shells_file: files.shells,
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -155,6 +202,8 @@ pub struct Config {
     pub guestinfo: GuestInfoConfig,
     /// Guest operations switches.
     pub guestoperations: GuestOperationsConfig,
+    /// Authentication of guest operations.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -165,6 +214,7 @@ impl Default for Config {
             power: PowerConfig::default(),
             guestinfo: GuestInfoConfig::default(),
             guestoperations: GuestOperationsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -240,6 +290,21 @@ impl Config {
                 "guestoperations.{name} is not a guest operation vmtoolsd knows"
             )));
         }
+        if c.auth.cache_secs > MAX_AUTH_CACHE_SECS {
+            return Err(invalid(&format!(
+                "auth.cache_secs must be at most {MAX_AUTH_CACHE_SECS}"
+            )));
+        }
+        if c.auth.backend == crate::auth::BackendKind::Pam && !cfg!(feature = "pam") {
+            return Err(invalid(
+                "auth.backend = \"pam\" needs a build with the pam feature; use \"shadow\"",
+            ));
+        }
+        if c.auth.pam_service.is_empty() || c.auth.pam_service.contains(['/', '\0']) {
+            return Err(invalid(
+                "auth.pam_service must be a file name in /etc/pam.d",
+            ));
+        }
         Ok(c)
     }
 
@@ -285,6 +350,19 @@ mod tests {
             (PowerMethod::Pid1Signal, 42)
         );
         assert_eq!(c.guestinfo.exclude_nics, vec!["eth9"]);
+        let a =
+            parse("[auth]\nbackend = \"shadow\"\ncache_secs = 0\nshadow_file = \"/t/shadow\"\n")
+                .unwrap()
+                .auth;
+        assert_eq!(
+            (a.backend, a.cache_secs, a.shadow_file),
+            (
+                crate::auth::BackendKind::Shadow,
+                0,
+                PathBuf::from("/t/shadow")
+            )
+        );
+        assert_eq!(a.passwd_file, PathBuf::from("/etc/passwd"));
     }
 
     #[test]
@@ -313,6 +391,10 @@ mod tests {
             "[guestoperations]\nListFilezInGuest.disabled = true",
             "[guestoperations]\nListFilesInGuest.enabled = true",
             "[guestoperations]\ndisabled = 1",
+            "[auth]\nbackend = \"ldap\"",
+            "[auth]\ncache_secs = 601",
+            "[auth]\npam_service = \"../x\"",
+            "[auth]\nshadow = \"/x\"",
             "[guestinfo\n",
         ] {
             let e = parse(bad).unwrap_err().to_string();

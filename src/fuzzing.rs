@@ -18,3 +18,8 @@ pub fn tclo_request(data: &[u8]) {
     assert!(name.len() + args.len() <= data.len());
     assert!(!name.contains(&b' '));
 }
+
+/// Guest-operation helper frames, setups and reports (`src/guestops/frame.rs`).
+pub fn guestops_frame(data: &[u8]) {
+    crate::guestops::frame::fuzzing::frames(data);
+}

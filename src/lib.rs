@@ -2,8 +2,9 @@
 //!
 //! The transport to the VMX lives in the `toolbox-rpc` crate ([`toolbox_rpc`]); this crate holds
 //! the agent built on it: [`service`] (the TCLO loop and its [`dispatch`]er), [`guestinfo`] and
-//! its [`xdr`] encoding, [`power`] operations, guest operations ([`vix`]), [`config`], and the
-//! command line ([`cli`]).
+//! its [`xdr`](guestinfo::xdr) encoding, [`power`] operations, [`config`], the command line
+//! ([`cli`]); guest operations: the [`vix`] codec and command server, [`auth`]entication and
+//! per-user helper processes ([`guestops`]). [`agent`] wires the features together.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -11,6 +12,7 @@
 pub use toolbox_rpc as rpc;
 
 pub mod agent;
+pub mod auth;
 pub mod cli;
 pub mod codec;
 pub mod config;
@@ -18,6 +20,7 @@ pub mod dispatch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guestinfo;
+pub mod guestops;
 pub mod power;
 pub mod service;
 #[cfg(feature = "sim")]

@@ -254,7 +254,7 @@ pub fn list_files(req: &ListFilesRequest) -> Result<Vec<u8>, OpError> {
     } else {
         Page::new(index, 0)
     };
-    let matches = |name: &[u8]| pattern.as_ref().map_or(true, |re| re.is_match(name));
+    let matches = |name: &[u8]| pattern.as_ref().is_none_or(|re| re.is_match(name));
     if kind(&st) == SFlag::S_IFDIR {
         let dirfd = openat(
             AT_FDCWD,

@@ -1,0 +1,375 @@
+//! The agent ↔ helper wire format: length-prefixed frames on a Unix socketpair.
+//!
+//! A frame is a big-endian `u32` length followed by that many bytes; the first byte is the
+//! service (agent → helper) or the status (helper → agent), the rest the payload. The first
+//! request is always [`ServiceId::SETUP`] carrying the [`Setup`]; its reply carries the
+//! helper's [`Report`] of the credentials it ended up with.
+
+use super::ServiceId;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+/// Largest payload carried either way: above HGFS's large packet (522 240 bytes,
+/// lib/include/hgfsProto.h) and a VIX request's bounded size, and small enough that a helper's
+/// reply can be read into memory at once.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Largest frame: the payload plus its service or status byte.
+pub const MAX_FRAME: usize = MAX_PAYLOAD + 1;
+/// Most supplementary groups in a setup or report (Linux's NGROUPS_MAX).
+pub const MAX_GROUPS: usize = 65_536;
+
+/// Reply status: the handler ran; the payload is its answer.
+pub const STATUS_OK: u8 = 0;
+/// Reply status: no handler for that service in this helper.
+pub const STATUS_UNKNOWN_SERVICE: u8 = 1;
+/// Reply status: the helper could not become the user; the payload says why.
+pub const STATUS_SETUP_FAILED: u8 = 2;
+
+/// A frame that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// Reading or writing failed (including a timeout).
+    #[error("helper socket: {0}")]
+    Io(#[from] io::Error),
+    /// The length field is above [`MAX_FRAME`].
+    #[error("frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
+    TooLarge(u32),
+    /// A frame without even its service or status byte.
+    #[error("empty frame")]
+    Empty,
+    /// The peer closed the socket inside a frame.
+    #[error("frame cut off after {got} of {want} bytes")]
+    Truncated {
+        /// Bytes read.
+        got: usize,
+        /// Bytes announced.
+        want: usize,
+    },
+    /// A setup or report payload that does not decode.
+    #[error("malformed {what}: {why}")]
+    Malformed {
+        /// Which message.
+        what: &'static str,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+/// Fills `buf` as far as the stream goes: the bytes read, short only at end of stream.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, FrameError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(got)
+}
+
+/// Reads one frame: `Ok(None)` on a clean end of stream between frames.
+pub fn read_frame(r: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
+    let mut head = [0u8; 4];
+    match fill(r, &mut head)? {
+        0 => return Ok(None),
+        4 => {}
+        got => return Err(FrameError::Truncated { got, want: 4 }),
+    }
+    let want = u32::from_be_bytes(head);
+    if want as usize > MAX_FRAME {
+        return Err(FrameError::TooLarge(want));
+    }
+    let want = want as usize;
+    let mut tag = [0u8; 1];
+    if want == 0 {
+        return Err(FrameError::Empty);
+    }
+    if fill(r, &mut tag)? == 0 {
+        return Err(FrameError::Truncated { got: 0, want });
+    }
+    // At most MAX_PAYLOAD: the length was checked against MAX_FRAME above.
+    let mut payload = vec![0u8; want - 1];
+    let got = fill(r, &mut payload)?;
+    if got < payload.len() {
+        return Err(FrameError::Truncated { got: got + 1, want });
+    }
+    Ok(Some((tag[0], payload)))
+}
+
+/// Writes one frame of `tag` and `payload` (at most [`MAX_PAYLOAD`] bytes).
+pub fn write_frame(w: &mut impl Write, tag: u8, payload: &[u8]) -> Result<(), FrameError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge(
+            u32::try_from(payload.len() + 1).unwrap_or(u32::MAX),
+        ));
+    }
+    let len = (payload.len() + 1) as u32;
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    head[4] = tag;
+    w.write_all(&head)?;
+    w.write_all(payload)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// What the agent asks a new helper to become.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setup {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// Home directory (the working directory, if the user may enter it).
+    pub home: PathBuf,
+}
+
+/// The credentials a helper runs with after setup, as the kernel reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Real, effective and saved user ids.
+    pub uids: [u32; 3],
+    /// Real, effective and saved group ids.
+    pub gids: [u32; 3],
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// Descriptors beyond 0–2 and the socket that were open when the helper started (their
+    /// targets), which it could not close itself.
+    pub stray_fds: Vec<String>,
+}
+
+/// Most stray descriptors named in a report.
+const MAX_STRAYS: usize = 64;
+
+struct Reader<'a> {
+    data: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn bad(&self, why: &'static str) -> FrameError {
+        FrameError::Malformed {
+            what: self.what,
+            why,
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.data.len() < n {
+            return Err(self.bad("shorter than its fields"));
+        }
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn count(&mut self, max: usize) -> Result<usize, FrameError> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(self.bad("count above its limit"));
+        }
+        Ok(n)
+    }
+    fn ids(&mut self) -> Result<Vec<u32>, FrameError> {
+        let n = self.count(MAX_GROUPS)?;
+        if self.data.len() / 4 < n {
+            return Err(self.bad("shorter than its group count"));
+        }
+        (0..n).map(|_| self.u32()).collect()
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], FrameError> {
+        let n = self.count(MAX_PAYLOAD)?;
+        self.take(n)
+    }
+    fn end(&self) -> Result<(), FrameError> {
+        if self.data.is_empty() {
+            Ok(())
+        } else {
+            Err(self.bad("trailing bytes"))
+        }
+    }
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[u32]) {
+    out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+impl Setup {
+    /// The setup payload.
+    pub fn encode(&self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.uid.to_be_bytes());
+        out.extend_from_slice(&self.gid.to_be_bytes());
+        put_ids(&mut out, &self.groups);
+        put_bytes(&mut out, self.home.as_os_str().as_bytes());
+        out
+    }
+
+    /// Decodes a setup payload.
+    pub fn decode(data: &[u8]) -> Result<Setup, FrameError> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut r = Reader {
+            data,
+            what: "helper setup",
+        };
+        let uid = r.u32()?;
+        let gid = r.u32()?;
+        let groups = r.ids()?;
+        let home = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
+        r.end()?;
+        Ok(Setup {
+            uid,
+            gid,
+            groups,
+            home,
+        })
+    }
+}
+
+impl Report {
+    /// The report payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for id in self.uids.iter().chain(&self.gids) {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        put_ids(&mut out, &self.groups);
+        let strays = &self.stray_fds[..self.stray_fds.len().min(MAX_STRAYS)];
+        out.extend_from_slice(&(strays.len() as u32).to_be_bytes());
+        for s in strays {
+            put_bytes(&mut out, s.as_bytes());
+        }
+        out
+    }
+
+    /// Decodes a report payload.
+    pub fn decode(data: &[u8]) -> Result<Report, FrameError> {
+        let mut r = Reader {
+            data,
+            what: "helper report",
+        };
+        let uids = [r.u32()?, r.u32()?, r.u32()?];
+        let gids = [r.u32()?, r.u32()?, r.u32()?];
+        let groups = r.ids()?;
+        let n = r.count(MAX_STRAYS)?;
+        let mut stray_fds = Vec::with_capacity(n);
+        for _ in 0..n {
+            stray_fds.push(String::from_utf8_lossy(r.bytes()?).into_owned());
+        }
+        r.end()?;
+        Ok(Report {
+            uids,
+            gids,
+            groups,
+            stray_fds,
+        })
+    }
+}
+
+/// The service byte of a request.
+pub(crate) fn service_of(tag: u8) -> ServiceId {
+    ServiceId(tag)
+}
+
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Frames, setups and reports from arbitrary bytes: no panic, no allocation beyond the
+    /// limits, and whatever decodes re-encodes to the same bytes.
+    pub fn frames(data: &[u8]) {
+        let mut cursor = io::Cursor::new(data);
+        while let Ok(Some((tag, payload))) = read_frame(&mut cursor) {
+            assert!(payload.len() <= MAX_PAYLOAD);
+            let mut again = Vec::new();
+            write_frame(&mut again, tag, &payload).expect("a decoded frame re-encodes");
+            if let Ok(s) = Setup::decode(&payload) {
+                assert_eq!(s.encode(), payload);
+            }
+            if let Ok(r) = Report::decode(&payload) {
+                assert_eq!(Report::decode(&r.encode()).ok(), Some(r));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn frames_round_trip_and_limits_hold() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, 7, b"hello").unwrap();
+        write_frame(&mut buf, 0, b"").unwrap();
+        let mut c = io::Cursor::new(&buf);
+        assert_eq!(read_frame(&mut c).unwrap(), Some((7, b"hello".to_vec())));
+        assert_eq!(read_frame(&mut c).unwrap(), Some((0, vec![])));
+        assert!(read_frame(&mut c).unwrap().is_none());
+
+        let huge = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            read_frame(&mut io::Cursor::new(&huge)),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(matches!(
+            read_frame(&mut io::Cursor::new(&[0, 0, 0, 0])),
+            Err(FrameError::Empty)
+        ));
+        assert!(matches!(
+            read_frame(&mut io::Cursor::new(&[0, 0, 0, 9, 1, 2])),
+            Err(FrameError::Truncated { got: 2, want: 9 })
+        ));
+        assert!(matches!(
+            read_frame(&mut io::Cursor::new(&[0, 0])),
+            Err(FrameError::Truncated { got: 2, want: 4 })
+        ));
+        assert!(write_frame(&mut Vec::new(), 1, &vec![0; MAX_PAYLOAD + 1]).is_err());
+    }
+
+    #[test]
+    fn group_count_is_checked_before_allocating() {
+        let mut p = Vec::new();
+        p.extend_from_slice(&1u32.to_be_bytes());
+        p.extend_from_slice(&1u32.to_be_bytes());
+        p.extend_from_slice(&(MAX_GROUPS as u32).to_be_bytes());
+        assert!(Setup::decode(&p).is_err());
+        p.truncate(8);
+        p.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(Setup::decode(&p).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn setup_and_report_round_trip(uid: u32, gid: u32, groups in proptest::collection::vec(any::<u32>(), 0..40),
+                                       home in "[/a-z]{0,40}", strays in proptest::collection::vec("[ -~]{0,20}", 0..5)) {
+            let s = Setup { uid, gid, groups: groups.clone(), home: PathBuf::from(home) };
+            prop_assert_eq!(Setup::decode(&s.encode()).unwrap(), s);
+            let r = Report { uids: [uid, gid, uid], gids: [gid, uid, gid], groups, stray_fds: strays };
+            prop_assert_eq!(Report::decode(&r.encode()).unwrap(), r);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            fuzzing::frames(&data);
+            let _ = Setup::decode(&data);
+            let _ = Report::decode(&data);
+        }
+    }
+}

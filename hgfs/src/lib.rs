@@ -13,6 +13,8 @@
 #![deny(missing_docs)]
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod plain;
 pub mod proto;

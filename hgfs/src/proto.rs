@@ -1471,17 +1471,44 @@ wire_struct! {
     }
 }
 
-wire_struct! {
-    /// `HgfsRequestRenameV3`.
-    pub struct RequestRenameV3 {
-        /// `RENAME_HINT_*`.
-        pub hints: u64,
-        /// Reserved.
-        pub reserved: u64,
-        /// The existing name.
-        pub old_name: FileNameV3,
-        /// The new name.
-        pub new_name: FileNameV3,
+/// `HgfsRequestRenameV3`. The new name starts right after the old name's terminating NUL
+/// (`HgfsUnpackRenamePayloadV3`, lib/hgfsServer/hgfsServerParameters.c), so here that
+/// NUL is required, not optional as after a name that ends a request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestRenameV3 {
+    /// `RENAME_HINT_*`.
+    pub hints: u64,
+    /// Reserved.
+    pub reserved: u64,
+    /// The existing name.
+    pub old_name: FileNameV3,
+    /// The new name.
+    pub new_name: FileNameV3,
+}
+
+impl Wire for RequestRenameV3 {
+    fn decode(r: &mut Reader<'_>) -> Option<Self> {
+        let hints = r.u64()?;
+        let reserved = r.u64()?;
+        let old_name = FileNameV3::decode(r)?;
+        r.take(1)?;
+        let new_name = FileNameV3::decode(r)?;
+        Some(Self {
+            hints,
+            reserved,
+            old_name,
+            new_name,
+        })
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.hints.encode(out);
+        self.reserved.encode(out);
+        self.old_name.encode(out);
+        if !self.old_name.name.is_empty() {
+            // An empty name's encoding already ends in its NUL.
+            out.push(0);
+        }
+        self.new_name.encode(out);
     }
 }
 

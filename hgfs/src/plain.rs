@@ -436,17 +436,14 @@ struct PlainFile {
 
 impl OpenFile for PlainFile {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let at = offset.saturating_add(filled as u64);
-            match self.file.read_at(&mut buf[filled..], at) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
+        // A regular file reads short only at its end, so one pread answers (a second one
+        // would only find the end again, a syscall per file for nothing).
+        loop {
+            match self.file.read_at(buf, offset) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                other => return other,
             }
         }
-        Ok(filled)
     }
 
     fn write_at(&mut self, offset: Option<u64>, data: &[u8]) -> io::Result<usize> {

@@ -703,12 +703,19 @@ pub fn finish_reply(out: &mut Vec<u8>, info: &RequestInfo, status: Status) {
             Framing::Legacy => LEGACY_HEADER_SIZE,
         });
     }
+    let len = out.len();
+    write_reply_header(out, info, status, len);
+}
+
+/// Writes the reply framing into the start of `out` for a packet of `packet_len` bytes,
+/// whose payload may lie in another buffer (reads place their data directly).
+pub fn write_reply_header(out: &mut [u8], info: &RequestInfo, status: Status, packet_len: usize) {
     match info.framing {
         Framing::Session { session_id } => {
             let header = Header {
                 version: HEADER_VERSION,
                 dummy: Op::NEW_HEADER,
-                packet_size: u32::try_from(out.len()).unwrap_or(u32::MAX),
+                packet_size: u32::try_from(packet_len).unwrap_or(u32::MAX),
                 header_size: HEADER_SIZE as u32,
                 request_id: info.request_id,
                 op: info.op,

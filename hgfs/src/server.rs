@@ -612,17 +612,15 @@ impl Server {
         let got = file
             .read_at(req.offset, &mut self.read_buf[head..needed])
             .map_err(|e| HgfsError::io(format!("read handle {}", req.handle), e))?;
-        let mut small = Vec::with_capacity(head);
-        begin_reply(&mut small, info);
+        // The framing goes in front of the data, which is already in place.
+        begin_reply(&mut self.out, info);
         ReplyReadV3Head {
             actual_size: got as u32,
             reserved: 0,
         }
-        .encode(&mut small);
-        // Sizes must cover the data, which is already in place after the head.
-        small.resize(head + got, 0);
-        finish_reply(&mut small, info, Status::SUCCESS);
-        self.read_buf[..head].copy_from_slice(&small[..head]);
+        .encode(&mut self.out);
+        proto::write_reply_header(&mut self.out, info, Status::SUCCESS, head + got);
+        self.read_buf[..head].copy_from_slice(&self.out[..head]);
         Ok(Reply::Read(head + got))
     }
 

@@ -9,6 +9,9 @@
 //! with `RENAME_NOREPLACE` (or link and unlink where that is missing), so a file that
 //! appears during the upload is never overwritten.
 //!
+//! Where the user may write the file but not its directory, the upload falls back to
+//! truncating and writing in place, as vmtoolsd does, and logs a warning.
+//!
 //! The last component of a path opened for writing is never followed if it is a symlink,
 //! nor are those of setattr, delete and rename, which act on a link itself. Reads do
 //! follow symlinks: the server runs with the authenticated user's rights, so reading
@@ -157,6 +160,21 @@ impl PlainFiles {
         Ok(Box::new(PlainFile { file, staged: None }))
     }
 
+    fn open_truncating(
+        &self,
+        path: &Path,
+        intent: &OpenIntent,
+    ) -> Result<Box<dyn OpenFile>, HgfsError> {
+        let file = OpenOptions::new()
+            .read(intent.access == Access::ReadWrite)
+            .write(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| err("open", path, e))?;
+        Ok(Box::new(PlainFile { file, staged: None }))
+    }
+
     fn open_staged(
         &self,
         path: &Path,
@@ -201,8 +219,20 @@ impl PlainFiles {
             Some(st) => st.st_mode & 0o777,
             None => intent.create_mode.unwrap_or(DEFAULT_FILE_MODE),
         };
-        let (temp_name, fd) =
-            create_temp(&dir, name, mode).map_err(|e| err("create temporary for", path, e))?;
+        let (temp_name, fd) = match create_temp(&dir, name, mode) {
+            Ok(made) => made,
+            Err(e)
+                if existing.is_some()
+                    && matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) =>
+            {
+                // The user may write the file but not its directory (a file of theirs in
+                // a directory of root's): vmtoolsd would truncate and write in place, and
+                // refusing would be a regression, so do that, without the atomicity.
+                tracing::warn!(path = %path.display(), "directory not writable: uploading in place");
+                return self.open_truncating(path, intent);
+            }
+            Err(e) => return Err(err("create temporary for", path, e)),
+        };
         let file = File::from(fd);
         let staged = Staged {
             dir,

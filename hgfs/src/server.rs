@@ -463,8 +463,13 @@ impl Server {
                 format!("{} sessions open", self.sessions.len()),
             ));
         }
-        // The smaller of what each side can take, as hgfsServer negotiates it.
-        let max_packet_size = req.max_packet_size.min(self.config.max_packet_size);
+        // The smaller of what each side can take, as hgfsServer negotiates it, but never
+        // below HGFS_PACKET_MAX, which every client takes: a smaller size would leave reads
+        // no room and make every file look empty.
+        let max_packet_size = req
+            .max_packet_size
+            .min(self.config.max_packet_size)
+            .max(proto::PACKET_MAX);
         let session_id = loop {
             let mut hasher = self.ids.build_hasher();
             self.session_counter = self.session_counter.wrapping_add(1);

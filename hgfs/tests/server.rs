@@ -854,3 +854,12 @@ fn reads_of_a_directory_are_refused() {
     );
     let _unused: PathBuf = dir.path().to_path_buf();
 }
+
+#[test]
+fn a_tiny_offered_packet_size_is_raised_to_the_minimum() {
+    let mut server = server();
+    assert_eq!(
+        Client::connect(&mut server, 100).max_packet_size,
+        proto::PACKET_MAX
+    );
+}

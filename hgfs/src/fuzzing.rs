@@ -1,6 +1,8 @@
 //! Entry points for the fuzz targets in `fuzz/` (not part of the API).
 
-use std::path::PathBuf;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::proto::{
@@ -8,17 +10,31 @@ use crate::proto::{
 };
 use crate::{Server, ServerConfig};
 
-/// The directory the fuzzed server serves: made once per process, with a few entries to
-/// find. Names with `..` are refused under a root other than `/`, so inputs stay inside.
+/// The directory the fuzzed server serves when none is given: made once per process under
+/// a fresh random name (an existing entry of that name is never reused), with a few
+/// entries to find. It is left behind when the process ends.
 fn root() -> &'static PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("toolbox-hgfs-fuzz-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(root.join("dir"));
-        let _ = std::fs::write(root.join("file"), b"0123456789");
-        let _ = std::fs::write(root.join("dir").join("inner"), b"inner");
+        let seed = RandomState::new();
+        let root = (0u32..)
+            .map(|attempt| {
+                let mut hasher = seed.build_hasher();
+                hasher.write_u32(attempt);
+                std::env::temp_dir().join(format!("toolbox-hgfs-fuzz-{:016x}", hasher.finish()))
+            })
+            .find(|candidate| std::fs::create_dir(candidate).is_ok())
+            .expect("a fresh fuzzing directory");
+        populate(&root);
         root
     })
+}
+
+/// The entries a fuzzing root starts with.
+pub fn populate(root: &Path) {
+    let _ = std::fs::create_dir_all(root.join("dir"));
+    let _ = std::fs::write(root.join("file"), b"0123456789");
+    let _ = std::fs::write(root.join("dir").join("inner"), b"inner");
 }
 
 /// Feeds a sequence of packets (each behind a little-endian `u16` length) to a server in a
@@ -26,8 +42,13 @@ fn root() -> &'static PathBuf {
 /// second byte is set, so stale sessions are exercised too. Every reply must be a
 /// well-formed packet.
 pub fn hgfs_packet(data: &[u8]) {
+    hgfs_packet_in(root(), data)
+}
+
+/// [`hgfs_packet`] serving `root` (see [`populate`]).
+pub fn hgfs_packet_in(root: &Path, data: &[u8]) {
     let mut server = Server::new(ServerConfig {
-        root: root().clone(),
+        root: root.to_path_buf(),
         max_sessions: 4,
         max_handles: 8,
         max_packet_size: LARGE_PACKET_MAX,

@@ -3,10 +3,12 @@
 #[test]
 fn seeds_replay_with_well_formed_replies() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/hgfs_packet");
+    let root = tempfile::tempdir().expect("root");
+    toolbox_hgfs::fuzzing::populate(root.path());
     let mut count = 0;
     for entry in std::fs::read_dir(dir).expect("seed directory") {
         let data = std::fs::read(entry.expect("seed").path()).expect("seed file");
-        toolbox_hgfs::fuzzing::hgfs_packet(&data);
+        toolbox_hgfs::fuzzing::hgfs_packet_in(root.path(), &data);
         count += 1;
     }
     assert!(count >= 5, "only {count} seeds");
@@ -40,7 +42,9 @@ mod mutated {
                 let i = at.index(data.len());
                 data[i] = byte;
             }
-            toolbox_hgfs::fuzzing::hgfs_packet(&data);
+            let root = tempfile::tempdir().expect("root");
+            toolbox_hgfs::fuzzing::populate(root.path());
+            toolbox_hgfs::fuzzing::hgfs_packet_in(root.path(), &data);
         }
     }
 }

@@ -23,4 +23,7 @@ mod server;
 pub use error::HgfsError;
 pub use handler::{Access, AttrChange, FileAttr, FileHandler, FileKind, OpenFile, OpenIntent};
 pub use plain::{PlainFiles, MAX_SEARCH_ENTRIES};
-pub use server::{Server, ServerConfig, LEGACY_PACKET_MAX, MAX_HANDLES_PER_SESSION, MAX_SESSIONS};
+pub use server::{
+    Server, ServerConfig, LEGACY_PACKET_MAX, MAX_HANDLES_PER_SESSION, MAX_PENDING_NO_REPLACE,
+    MAX_SESSIONS,
+};

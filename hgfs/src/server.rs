@@ -7,7 +7,7 @@
 //! every request anyway).
 
 use std::collections::hash_map::{Entry, RandomState};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::ffi::OsStrExt;
@@ -41,6 +41,9 @@ pub const MAX_HANDLES_PER_SESSION: usize = 256;
 /// `HGFS_LEGACY_LARGE_PACKET_MAX`: what requests without a session may read in one
 /// packet (lib/include/hgfs.h).
 pub const LEGACY_PACKET_MAX: u32 = 4096 * 15 + 2048;
+/// Announced no-replace uploads remembered at once; each is a path the VIX layer
+/// announced and the VMX has not opened yet, so a handful is plenty.
+pub const MAX_PENDING_NO_REPLACE: usize = 32;
 
 /// The operations this server implements, advertised in the create-session reply.
 const SUPPORTED_OPS: &[Op] = &[
@@ -171,6 +174,9 @@ pub struct Server {
     /// Reply buffer for reads, kept at its largest length so read data lands in it without
     /// being zeroed first; never longer than the largest negotiated packet.
     read_buf: Vec<u8>,
+    /// Paths whose next upload must not replace an existing file (see
+    /// [`Server::upload_without_replace`]), oldest first.
+    no_replace: VecDeque<PathBuf>,
 }
 
 impl std::fmt::Debug for Server {
@@ -206,6 +212,7 @@ impl Server {
             session_counter: 0,
             out: Vec::new(),
             read_buf: Vec::new(),
+            no_replace: VecDeque::new(),
         }
     }
 
@@ -232,6 +239,20 @@ impl Server {
             .map(|s| s.handles.len())
             .sum::<usize>()
             + self.legacy.handles.len()
+    }
+
+    /// Announces that the next upload to `guest_path` (an absolute guest path, as VIX's
+    /// InitiateFileTransferToGuest names it) must not replace an existing file, whatever
+    /// open flags the VMX then sends: the open fails if the file exists, and the final
+    /// rename fails if one appeared meanwhile. This is how `overwrite=false` holds
+    /// without a window between the VIX layer's check and the HGFS transfer.
+    pub fn upload_without_replace(&mut self, guest_path: &[u8]) -> Result<(), HgfsError> {
+        let path = self.resolve(&proto::path_to_cp_name(guest_path))?;
+        if self.no_replace.len() >= MAX_PENDING_NO_REPLACE {
+            self.no_replace.pop_front();
+        }
+        self.no_replace.push_back(path);
+        Ok(())
     }
 
     /// Handles one request packet and returns the reply packet.
@@ -541,6 +562,13 @@ impl Server {
                 Status::GENERIC_ERROR,
                 format!("open {}: handle table full ({bound} open)", path.display()),
             ));
+        }
+        let mut intent = intent;
+        if intent.access.writes() {
+            if let Some(at) = self.no_replace.iter().position(|p| *p == path) {
+                self.no_replace.remove(at);
+                intent.flags = proto::OpenFlags::OPEN_CREATE_SAFE;
+            }
         }
         let file = self.handler_for(&path).open(&path, &intent)?;
         tracing::debug!(path = %path.display(), ?intent, "opened");

@@ -863,3 +863,57 @@ fn a_tiny_offered_packet_size_is_raised_to_the_minimum() {
         proto::PACKET_MAX
     );
 }
+
+#[test]
+fn an_announced_no_replace_upload_never_overwrites() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kept");
+    fs::write(&path, b"original").unwrap();
+    let mut server = server();
+    let guest = path.as_os_str().as_bytes().to_vec();
+
+    // The VMX opens with "create or truncate", but the VIX layer said overwrite=false.
+    server.upload_without_replace(&guest).unwrap();
+    let mut c = Client::connect(&mut server, LARGE_PACKET_MAX);
+    assert_eq!(
+        c.open(
+            &path,
+            OPEN_MODE_WRITE_ONLY,
+            OpenFlags::OPEN_CREATE_EMPTY,
+            None
+        ),
+        Err(Status::FILE_EXISTS)
+    );
+    assert_eq!(fs::read(&path).unwrap(), b"original");
+
+    // A file that appears during the announced upload survives it.
+    fs::remove_file(&path).unwrap();
+    c.server.upload_without_replace(&guest).unwrap();
+    let h = c
+        .open(
+            &path,
+            OPEN_MODE_WRITE_ONLY,
+            OpenFlags::OPEN_CREATE_EMPTY,
+            None,
+        )
+        .unwrap();
+    c.write(h, 0, b"upload").unwrap();
+    fs::write(&path, b"raced in").unwrap();
+    assert_eq!(c.close(h), Status::FILE_EXISTS);
+    assert_eq!(fs::read(&path).unwrap(), b"raced in");
+
+    // The announcement is used up: the next upload replaces as asked.
+    let h = c
+        .open(
+            &path,
+            OPEN_MODE_WRITE_ONLY,
+            OpenFlags::OPEN_CREATE_EMPTY,
+            None,
+        )
+        .unwrap();
+    c.write(h, 0, b"replaced").unwrap();
+    assert_eq!(c.close(h), Status::SUCCESS);
+    assert_eq!(fs::read(&path).unwrap(), b"replaced");
+    assert_eq!(leftovers(dir.path(), &["kept"]), Vec::<String>::new());
+}

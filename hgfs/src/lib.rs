@@ -3,6 +3,27 @@
 //!
 //! Blocking and runtime-free: the agent runs the server inside the helper process of the
 //! authenticated user, so every file access happens with that user's rights.
+//!
+//! - [`proto`]: the wire format, free of I/O.
+//! - [`Server`]: sessions, bounded handle tables, dispatch.
+//! - [`FileHandler`] / [`OpenFile`]: what a path stands for; [`PlainFiles`] is the
+//!   default, other handlers (directory archives, process stdio) register in front of it.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+mod handler;
+mod plain;
+pub mod proto;
+mod server;
+
+pub use error::HgfsError;
+pub use handler::{Access, AttrChange, FileAttr, FileHandler, FileKind, OpenFile, OpenIntent};
+pub use plain::{PlainFiles, MAX_SEARCH_ENTRIES};
+pub use server::{
+    Server, ServerConfig, LEGACY_PACKET_MAX, MAX_HANDLES_PER_SESSION, MAX_PENDING_NO_REPLACE,
+    MAX_SESSIONS,
+};

@@ -115,6 +115,23 @@ fn rich_tree(root: &Path) {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     file("data/big.bin", &big, 0o640, 1_600_000_005);
+    // Incompressible content between compressible files: the packer stores such runs.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..700_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    file("data/random.bin", &random, 0o600, 1_600_000_009);
+    file(
+        "data/sequel.txt",
+        &b"compressible text after random bytes\n".repeat(5000),
+        0o644,
+        1_600_000_010,
+    );
     std::fs::create_dir_all(root.join("empty-dir")).unwrap();
     std::fs::create_dir_all(root.join("sticky")).unwrap();
     chmod(&root.join("sticky"), 0o1777);

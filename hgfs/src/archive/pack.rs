@@ -191,8 +191,13 @@ impl Read for ArchiveReader {
 struct Stopped;
 
 trait BlockSink: Send {
-    fn block(&mut self, data: Vec<u8>) -> Result<(), Stopped>;
-    fn finish(&mut self, data: Vec<u8>, trailer: &[u8]) -> Result<(), Stopped>;
+    fn block(&mut self, data: Vec<u8>, segments: Vec<Segment>) -> Result<(), Stopped>;
+    fn finish(
+        &mut self,
+        data: Vec<u8>,
+        segments: Vec<Segment>,
+        trailer: &[u8],
+    ) -> Result<(), Stopped>;
     fn fail(&mut self, error: ArchiveError);
 }
 
@@ -208,11 +213,16 @@ struct PlainSink {
 }
 
 impl BlockSink for PlainSink {
-    fn block(&mut self, data: Vec<u8>) -> Result<(), Stopped> {
+    fn block(&mut self, data: Vec<u8>, _: Vec<Segment>) -> Result<(), Stopped> {
         send_ready(&self.order, Ok(data))
     }
 
-    fn finish(&mut self, mut data: Vec<u8>, trailer: &[u8]) -> Result<(), Stopped> {
+    fn finish(
+        &mut self,
+        mut data: Vec<u8>,
+        _: Vec<Segment>,
+        trailer: &[u8],
+    ) -> Result<(), Stopped> {
         data.extend_from_slice(trailer);
         send_ready(&self.order, Ok(data))
     }
@@ -222,8 +232,16 @@ impl BlockSink for PlainSink {
     }
 }
 
+/// A stretch of a tar block: up to `end`, either file content or tar metadata (headers, padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    end: usize,
+    content: bool,
+}
+
 struct DeflateJob {
     data: Vec<u8>,
+    segments: Vec<Segment>,
     dictionary: Vec<u8>,
     last: bool,
     done: SyncSender<Chunk>,
@@ -264,7 +282,7 @@ impl GzipSink {
         })
     }
 
-    fn submit(&mut self, data: Vec<u8>, last: bool) -> Result<(), Stopped> {
+    fn submit(&mut self, data: Vec<u8>, segments: Vec<Segment>, last: bool) -> Result<(), Stopped> {
         self.crc.update(&data);
         self.length += data.len() as u64;
         let keep = data.len().min(DICTIONARY_SIZE);
@@ -274,6 +292,7 @@ impl GzipSink {
         let jobs = self.jobs.as_ref().ok_or(Stopped)?;
         jobs.send(DeflateJob {
             data,
+            segments,
             dictionary,
             last,
             done,
@@ -284,12 +303,17 @@ impl GzipSink {
 }
 
 impl BlockSink for GzipSink {
-    fn block(&mut self, data: Vec<u8>) -> Result<(), Stopped> {
-        self.submit(data, false)
+    fn block(&mut self, data: Vec<u8>, segments: Vec<Segment>) -> Result<(), Stopped> {
+        self.submit(data, segments, false)
     }
 
-    fn finish(&mut self, data: Vec<u8>, trailer: &[u8]) -> Result<(), Stopped> {
-        self.submit(data, true)?;
+    fn finish(
+        &mut self,
+        data: Vec<u8>,
+        segments: Vec<Segment>,
+        trailer: &[u8],
+    ) -> Result<(), Stopped> {
+        self.submit(data, segments, true)?;
         self.jobs = None;
         let crc = std::mem::take(&mut self.crc).finalize();
         let mut tail = Vec::with_capacity(8 + trailer.len());
@@ -317,27 +341,100 @@ fn deflate_worker(jobs: &Mutex<Receiver<DeflateJob>>, level: u32) {
                 Err(_) => return,
             }
         };
-        let stored = level > 0 && looks_incompressible(&job.data, &mut deflate);
-        let engine = if stored { &mut store } else { &mut deflate };
-        let result = deflate_block(engine, &job.data, &job.dictionary, job.last);
+        let result = deflate_job(&job, level, &mut deflate, &mut store);
         let _ = job.done.send(result);
     }
 }
 
-/// Spots blocks of random-looking data (already compressed files, encrypted data), which deflate
-/// would spend most of its time on for nothing, by deflating a few small samples: if none of them
-/// shrinks by 3 %, the block is stored. A repetition longer than a sample but within deflate's
-/// window is missed, which costs some size, never correctness.
+/// Content shorter than this is deflated without a look: the switch would cost more than it saves.
+const MIN_STORED_RUN: usize = 8 * 1024;
+
+/// Metadata this short between two stored runs is stored with them rather than switching twice.
+const MAX_BRIDGED_METADATA: usize = 2 * 1024;
+
+/// Deflates one block as runs: file content that looks incompressible is stored, the rest
+/// deflated, each run primed with the 32 KiB before it and ended with a sync flush (the block's
+/// last run in the archive's last block with the final flush).
+fn deflate_job(
+    job: &DeflateJob,
+    level: u32,
+    deflate: &mut Compress,
+    store: &mut Compress,
+) -> Chunk {
+    let data = &job.data;
+    let mut runs: Vec<(usize, bool)> = Vec::with_capacity(job.segments.len() + 1);
+    let mut start = 0;
+    for segment in &job.segments {
+        let piece = &data[start..segment.end];
+        let stored = level > 0
+            && segment.content
+            && piece.len() >= MIN_STORED_RUN
+            && looks_incompressible(piece, deflate);
+        runs.push((segment.end, stored));
+        start = segment.end;
+    }
+    if start < data.len() || runs.is_empty() {
+        runs.push((data.len(), false));
+    }
+    // Bridge short metadata between stored runs, then merge equal neighbours.
+    for index in 1..runs.len().saturating_sub(1) {
+        let length = runs[index].0 - runs[index - 1].0;
+        if !runs[index].1
+            && runs[index - 1].1
+            && runs[index + 1].1
+            && length <= MAX_BRIDGED_METADATA
+        {
+            runs[index].1 = true;
+        }
+    }
+    runs.dedup_by(|later, earlier| {
+        if later.1 == earlier.1 {
+            earlier.0 = later.0;
+            true
+        } else {
+            false
+        }
+    });
+
+    // Deflate never grows data by more than 5 bytes per 16 KiB stored block, plus the markers.
+    let mut out = Vec::with_capacity(data.len() + data.len() / 1024 + 64 * runs.len());
+    let mut start = 0;
+    let count = runs.len();
+    for (index, &(end, stored)) in runs.iter().enumerate() {
+        let finish = job.last && index + 1 == count;
+        if stored {
+            deflate_run(store, &data[start..end], &[], finish, &mut out)?;
+        } else if start >= DICTIONARY_SIZE {
+            deflate_run(
+                deflate,
+                &data[start..end],
+                &data[start - DICTIONARY_SIZE..start],
+                finish,
+                &mut out,
+            )?;
+        } else {
+            let borrowed = job.dictionary.len().min(DICTIONARY_SIZE - start);
+            let mut dictionary = job.dictionary[job.dictionary.len() - borrowed..].to_vec();
+            dictionary.extend_from_slice(&data[..start]);
+            deflate_run(deflate, &data[start..end], &dictionary, finish, &mut out)?;
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// Spots random-looking content (already compressed files, encrypted data), which deflate would
+/// spend most of its time on for nothing, by deflating small samples: if none shrinks by 3 %,
+/// the run is stored. A repetition longer than a sample but within deflate's window is missed,
+/// which costs some size, never correctness.
 fn looks_incompressible(data: &[u8], deflate: &mut Compress) -> bool {
     const SAMPLE: usize = 4096;
-    const SAMPLES: usize = 4;
-    if data.len() < SAMPLE * SAMPLES {
-        return false;
-    }
+    // The start, and the middle of a longer run.
+    let starts = [0, (data.len() / 2).min(data.len() - SAMPLE)];
+    let samples = if data.len() >= 4 * SAMPLE { 2 } else { 1 };
     let mut out = Vec::with_capacity(SAMPLE + 64);
-    let stride = (data.len() - SAMPLE) / (SAMPLES - 1);
-    for index in 0..SAMPLES {
-        let sample = &data[index * stride..index * stride + SAMPLE];
+    for &at in &starts[..samples] {
+        let sample = &data[at..at + SAMPLE];
         deflate.reset();
         out.clear();
         match deflate.compress_vec(sample, &mut out, FlushCompress::Finish) {
@@ -349,14 +446,18 @@ fn looks_incompressible(data: &[u8], deflate: &mut Compress) -> bool {
     true
 }
 
-fn deflate_block(engine: &mut Compress, data: &[u8], dictionary: &[u8], last: bool) -> Chunk {
+fn deflate_run(
+    engine: &mut Compress,
+    data: &[u8],
+    dictionary: &[u8],
+    last: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), ArchiveError> {
     let failed = |error: flate2::CompressError| ArchiveError::Worker(format!("deflate: {error}"));
     engine.reset();
     if !dictionary.is_empty() {
         engine.set_dictionary(dictionary).map_err(failed)?;
     }
-    // Deflate never grows data by more than 5 bytes per 16 KiB stored block, plus the markers.
-    let mut out = Vec::with_capacity(data.len() + data.len() / 1024 + 64);
     let flush = if last {
         FlushCompress::Finish
     } else {
@@ -369,7 +470,7 @@ fn deflate_block(engine: &mut Compress, data: &[u8], dictionary: &[u8], last: bo
             out.reserve(64 * 1024);
         }
         let status = engine
-            .compress_vec(&data[consumed..], &mut out, flush)
+            .compress_vec(&data[consumed..], out, flush)
             .map_err(failed)?;
         let consumed = (engine.total_in() - start_in) as usize;
         let finished = match status {
@@ -379,7 +480,7 @@ fn deflate_block(engine: &mut Compress, data: &[u8], dictionary: &[u8], last: bo
             }
         };
         if finished {
-            return Ok(out);
+            return Ok(());
         }
     }
 }
@@ -388,6 +489,9 @@ fn deflate_block(engine: &mut Compress, data: &[u8], dictionary: &[u8], last: bo
 struct TarOut {
     buf: Vec<u8>,
     fill: usize,
+    /// Where file content and metadata alternate in the current block, for the deflate workers.
+    segments: Vec<Segment>,
+    content: bool,
     sink: Box<dyn BlockSink>,
 }
 
@@ -396,6 +500,8 @@ impl TarOut {
         TarOut {
             buf: vec![0; BLOCK_SIZE],
             fill: 0,
+            segments: Vec::new(),
+            content: false,
             sink,
         }
     }
@@ -403,13 +509,32 @@ impl TarOut {
     fn flush_full(&mut self) -> Result<(), Stopped> {
         if self.fill == BLOCK_SIZE {
             let full = std::mem::replace(&mut self.buf, vec![0; BLOCK_SIZE]);
+            self.close_segment();
             self.fill = 0;
-            self.sink.block(full)?;
+            self.sink.block(full, std::mem::take(&mut self.segments))?;
         }
         Ok(())
     }
 
+    /// The stream switches between file content and metadata here.
+    fn mark(&mut self, content: bool) {
+        if content != self.content {
+            self.close_segment();
+            self.content = content;
+        }
+    }
+
+    fn close_segment(&mut self) {
+        if self.fill > self.segments.last().map_or(0, |segment| segment.end) {
+            self.segments.push(Segment {
+                end: self.fill,
+                content: self.content,
+            });
+        }
+    }
+
     fn write(&mut self, mut bytes: &[u8]) -> Result<(), Stopped> {
+        self.mark(false);
         while !bytes.is_empty() {
             let take = bytes.len().min(BLOCK_SIZE - self.fill);
             self.buf[self.fill..self.fill + take].copy_from_slice(&bytes[..take]);
@@ -435,6 +560,7 @@ impl TarOut {
     /// never more than announced if it grew), reading straight into the block buffer.
     fn file(&mut self, file: &mut File, size: u64) -> Result<Result<(), io::Error>, Stopped> {
         let mut left = size;
+        self.mark(true);
         while left > 0 {
             let room = (BLOCK_SIZE - self.fill).min(usize::try_from(left).unwrap_or(usize::MAX));
             let read = match file.read(&mut self.buf[self.fill..self.fill + room]) {
@@ -468,9 +594,11 @@ impl TarOut {
     fn finish(mut self, trailer: &[u8]) -> Result<(), Stopped> {
         // End of archive: two zero records (POSIX).
         self.zeros(1024)?;
+        self.close_segment();
         let mut last = std::mem::take(&mut self.buf);
         last.truncate(self.fill);
-        self.sink.finish(last, trailer)
+        self.sink
+            .finish(last, std::mem::take(&mut self.segments), trailer)
     }
 }
 

@@ -599,6 +599,26 @@ fn regular_file_replaces_symlink_of_the_same_name() {
     assert_eq!(std::fs::read(target.join("same")).unwrap(), b"replacement");
 }
 
+#[test]
+fn old_style_directory_by_trailing_slash() {
+    let target = tempfile::tempdir().unwrap();
+    let mut tar = Vec::new();
+    raw_entry(&mut tar, b"olddir/", tar::EntryType::Regular, b"", b"");
+    raw_entry(
+        &mut tar,
+        b"olddir/f",
+        tar::EntryType::Regular,
+        b"",
+        b"in it",
+    );
+    unpack_chunked(&finish_raw(tar), target.path()).unwrap();
+    assert!(target.path().join("olddir").is_dir());
+    assert_eq!(
+        std::fs::read(target.path().join("olddir/f")).unwrap(),
+        b"in it"
+    );
+}
+
 fn damaged_fixture() -> (tempfile::TempDir, Vec<u8>) {
     let source = tempfile::tempdir().unwrap();
     std::fs::write(source.path().join("a-small.txt"), b"small").unwrap();

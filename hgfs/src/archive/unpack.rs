@@ -604,6 +604,12 @@ impl TarParser {
             .link_path
             .or(extensions.long_link)
             .or_else(|| header.link_name_bytes().map(|link| link.into_owned()));
+        // Old (pre-POSIX) archives mark directories only by a trailing slash on a regular entry.
+        let kind = if kind == EntryType::Regular && name.last() == Some(&b'/') {
+            EntryType::Directory
+        } else {
+            kind
+        };
         let span = tracing::trace_span!("archive_entry", name = %shown, kind = ?kind);
         let _entered = span.enter();
 

@@ -152,6 +152,7 @@ fn rich_tree(root: &Path) {
     }
     std::fs::create_dir_all(&deep).unwrap();
     std::fs::write(deep.join("bottom.txt"), b"120 levels down").unwrap();
+    set_mtime(&deep.join("bottom.txt"), 1_600_000_011);
     let long_component = "n".repeat(200);
     let long_path = format!(
         "long/{long_component}/{long_component}/{}.txt",
@@ -173,7 +174,9 @@ fn rich_tree(root: &Path) {
     for dir in ["empty-dir", "sticky", "readonly", "data", "long", "deep"] {
         set_mtime(&root.join(dir), 1_500_000_000);
     }
-    set_mtime(&root.join("rel-link"), 1_400_000_000);
+    for link in ["rel-link", "abs-dangling", "long-target-link"] {
+        set_mtime(&root.join(link), 1_400_000_000);
+    }
 }
 
 fn pack(dir: &Path, format: ArchiveFormat, trailer: bool) -> Vec<u8> {
@@ -839,4 +842,179 @@ fn fuzz_seeds_unpack_and_their_mutants_stay_inside() {
         count += 1;
     }
     assert_eq!(count, 2, "a tar and a tgz seed");
+}
+
+/// Go's `compress/gzip` + `archive/tar`, used the way govmomi's toolbox and govc use them (govc
+/// drops the toolbox's 3-byte trailer; the toolbox writes with `tar.FileInfoHeader`, PAX for long
+/// names, and appends the trailer).
+const GO_INTEROP: &str = r#"// Reads a tar.gz the way govmomi's toolbox and govc do (compress/gzip + archive/tar), or writes
+// one the way govmomi's archiveWrite does, to check interoperation.
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+func main() {
+	switch os.Args[1] {
+	case "read":
+		f, _ := os.Open(os.Args[2])
+		var r io.Reader = f
+		// govc's archiveReader: stop at a read ending in the gzip header bytes.
+		data, _ := io.ReadAll(r)
+		if bytes.HasSuffix(data, []byte{0x1f, 0x8b, 0x08}) {
+			data = data[:len(data)-3]
+		}
+		gz, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			panic(err)
+		}
+		tr := tar.NewReader(gz)
+		n, total := 0, int64(0)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				panic(err)
+			}
+			c, err := io.Copy(io.Discard, tr)
+			if err != nil {
+				panic(err)
+			}
+			n++
+			total += c
+			if len(os.Args) > 3 {
+				fmt.Printf("%c %o %d %s -> %s\n", h.Typeflag, h.Mode, h.Size, h.Name, h.Linkname)
+			}
+		}
+		if _, err := io.Copy(io.Discard, gz); err != nil {
+			panic(err)
+		}
+		fmt.Printf("go read %d entries, %d bytes OK\n", n, total)
+	case "write":
+		out, _ := os.Create(os.Args[3])
+		gz := gzip.NewWriter(out)
+		tw := tar.NewWriter(gz)
+		dir := os.Args[2]
+		filepath.Walk(dir, func(file string, fi os.FileInfo, err error) error {
+			name := strings.TrimPrefix(strings.TrimPrefix(file, dir), "/")
+			if name == "" {
+				return nil
+			}
+			link := ""
+			if fi.Mode()&os.ModeSymlink != 0 {
+				link, _ = os.Readlink(file)
+			}
+			h, _ := tar.FileInfoHeader(fi, link)
+			h.Name = name
+			if h.Typeflag == tar.TypeDir {
+				h.Name += "/"
+			}
+			tw.WriteHeader(h)
+			if h.Typeflag == tar.TypeReg {
+				f, _ := os.Open(file)
+				io.Copy(tw, f)
+				f.Close()
+			}
+			return nil
+		})
+		tw.Close()
+		gz.Close()
+		out.Write([]byte{0x1f, 0x8b, 0x08})
+		out.Close()
+	}
+}
+"#;
+
+#[test]
+fn go_archive_packages_interoperate() {
+    if Command::new("go").arg("version").output().is_err() {
+        println!("SKIPPED: Go not installed");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("main.go"), GO_INTEROP).unwrap();
+    std::fs::write(work.path().join("go.mod"), "module gointerop\ngo 1.19\n").unwrap();
+    let build = Command::new("go")
+        .args(["build", "-o", "gointerop", "."])
+        .current_dir(work.path())
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let tool = work.path().join("gointerop");
+
+    let source = tempfile::tempdir().unwrap();
+    rich_tree(source.path());
+    let ours = work.path().join("ours.tgz");
+    std::fs::write(&ours, pack(source.path(), ArchiveFormat::TarGzip, true)).unwrap();
+    let read = Command::new(&tool).arg("read").arg(&ours).output().unwrap();
+    assert!(
+        read.status.success(),
+        "Go reads ours: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(String::from_utf8_lossy(&read.stdout).contains("OK"));
+
+    let theirs = work.path().join("go.tgz");
+    let write = Command::new(&tool)
+        .arg("write")
+        .arg(source.path())
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(
+        write.status.success(),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+    let target = tempfile::tempdir().unwrap();
+    unpack_chunked(&std::fs::read(&theirs).unwrap(), target.path()).unwrap();
+    // Go's writer stores directory times as they were when visited, before their contents:
+    // compare what it carries.
+    let strip = |tree: BTreeMap<PathBuf, Node>| -> BTreeMap<PathBuf, Node> {
+        tree.into_iter()
+            .map(|(path, node)| match node {
+                Node::Dir { mode, .. } => (path, Node::Dir { mode, mtime: 0 }),
+                other => (path, other),
+            })
+            .collect()
+    };
+    assert_same_tree(
+        &strip(snapshot(source.path())),
+        &strip(snapshot(target.path())),
+    );
+}
+
+/// Names the first difference instead of printing megabytes of file data.
+fn assert_same_tree(expected: &BTreeMap<PathBuf, Node>, actual: &BTreeMap<PathBuf, Node>) {
+    let brief = |node: Option<&Node>| match node {
+        Some(Node::File { mode, mtime, data }) => {
+            format!("file {mode:o} {mtime} {} bytes", data.len())
+        }
+        other => format!("{other:?}"),
+    };
+    for path in expected.keys().chain(actual.keys()) {
+        let (want, got) = (expected.get(path), actual.get(path));
+        assert!(
+            want == got,
+            "{}: expected {}, got {}",
+            path.display(),
+            brief(want),
+            brief(got)
+        );
+    }
 }

@@ -19,9 +19,10 @@
 mod pack;
 mod unpack;
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
-pub use pack::{ArchiveReader, PackOptions};
+pub use pack::{ArchiveReader, PackOptions, DEFAULT_LEVEL};
 pub use unpack::{unpack, ArchiveWriter, UnpackOptions, UnpackSummary};
 
 /// The URL scheme under which govmomi's toolbox registers its archive handler, as in
@@ -81,6 +82,38 @@ impl ArchiveQuery {
         }
         Ok(parsed)
     }
+}
+
+/// A transfer name in govmomi's archive form, `/archive:/DIR?QUERY` (the leading `/` is what
+/// HGFS names carry; `toolbox/hgfs/server.go` strips it and parses the rest as a URL): the
+/// percent-decoded directory and the query. `None` for any other name; a plain directory path is
+/// also served as an archive (with an empty query), which the server decides by `stat`.
+pub fn parse_archive_name(name: &str) -> Result<Option<(PathBuf, ArchiveQuery)>, ArchiveError> {
+    let unrooted = name.strip_prefix('/').unwrap_or(name);
+    let Some(rest) = unrooted
+        .strip_prefix(ARCHIVE_SCHEME)
+        .and_then(|rest| rest.strip_prefix(':'))
+    else {
+        return Ok(None);
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = percent_decode_path(path)?;
+    Ok(Some((
+        PathBuf::from(std::ffi::OsString::from_vec(path)),
+        ArchiveQuery::parse(query)?,
+    )))
+}
+
+/// Percent escapes only: in a URL's path `+` is a plus.
+fn percent_decode_path(text: &str) -> Result<Vec<u8>, ArchiveError> {
+    let mut out = Vec::with_capacity(text.len());
+    for (index, piece) in text.split('+').enumerate() {
+        if index > 0 {
+            out.push(b'+');
+        }
+        out.extend(percent_decode(piece)?);
+    }
+    Ok(out)
 }
 
 fn percent_decode(text: &str) -> Result<Vec<u8>, ArchiveError> {

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use proptest::prelude::*;
 use toolbox_hgfs::archive::{
-    unpack, ArchiveError, ArchiveFormat, ArchiveQuery, ArchiveReader, ArchiveWriter, PackOptions,
-    UnpackOptions, GO_TOOLBOX_TRAILER,
+    parse_archive_name, unpack, ArchiveError, ArchiveFormat, ArchiveQuery, ArchiveReader,
+    ArchiveWriter, PackOptions, UnpackOptions, GO_TOOLBOX_TRAILER,
 };
 
 /// HGFS moves file data in requests of this size (61 440 bytes, what the VMX asks for).
@@ -293,6 +293,20 @@ fn query_forms() {
         ArchiveQuery::parse("prefix=%zz"),
         Err(ArchiveError::BadQuery(_))
     ));
+
+    let (path, query) = parse_archive_name("/archive:/var/log%20old?format=tgz&prefix=log%2F")
+        .unwrap()
+        .unwrap();
+    assert_eq!(path, Path::new("/var/log old"));
+    assert_eq!(query.format, ArchiveFormat::TarGzip);
+    assert_eq!(query.prefix, b"log/");
+    let (path, query) = parse_archive_name("archive:/tmp/a+b").unwrap().unwrap();
+    assert_eq!(
+        (path.as_path(), query.format),
+        (Path::new("/tmp/a+b"), ArchiveFormat::Tar)
+    );
+    assert!(parse_archive_name("/var/log").unwrap().is_none());
+    assert!(parse_archive_name("/archive:/x?format=rar").is_err());
 }
 
 fn have_gnu_tar() -> bool {
@@ -1017,4 +1031,27 @@ fn assert_same_tree(expected: &BTreeMap<PathBuf, Node>, actual: &BTreeMap<PathBu
             brief(got)
         );
     }
+}
+
+/// The server keeps open archives in its handle table and may serve them from any thread.
+#[test]
+fn archive_handles_can_move_between_threads() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<ArchiveReader>();
+    assert_send::<ArchiveWriter>();
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("f"), b"moved").unwrap();
+    let reader =
+        ArchiveReader::open(source.path(), PackOptions::new(ArchiveFormat::TarGzip)).unwrap();
+    let archive = std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        out
+    })
+    .join()
+    .unwrap();
+    let target = tempfile::tempdir().unwrap();
+    unpack_chunked(&archive, target.path()).unwrap();
+    assert_eq!(std::fs::read(target.path().join("f")).unwrap(), b"moved");
 }

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod archive;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

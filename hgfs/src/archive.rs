@@ -24,7 +24,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 pub use handler::{archive_target, ArchiveFiles, ARCHIVE_MODE, ARCHIVE_REPORTED_SIZE};
-pub use pack::{ArchiveReader, PackOptions, DEFAULT_LEVEL};
+pub use pack::{ArchiveReader, PackOptions, DEFAULT_LEVEL, MAX_WORKERS};
 pub use unpack::{unpack, ArchiveWriter, UnpackOptions, UnpackSummary};
 
 /// The URL scheme under which govmomi's toolbox registers its archive handler, as in

@@ -58,7 +58,7 @@ pub struct GuestOps {
     server: Server,
     pool: Arc<HelperPool>,
     /// Whom `f` packets run as: the agent's own user.
-    agent_user: Option<UserIdentity>,
+    agent_user: UserIdentity,
 }
 
 impl std::fmt::Debug for GuestOps {
@@ -69,25 +69,22 @@ impl std::fmt::Debug for GuestOps {
     }
 }
 
-/// The agent's own account, for HGFS packets the VMX sends without credentials.
-fn agent_identity() -> Option<UserIdentity> {
-    let uid = nix::unistd::geteuid();
-    let user = nix::unistd::User::from_uid(uid).ok().flatten()?;
-    let gid = nix::unistd::getegid().as_raw();
-    let mut groups: Vec<u32> = nix::unistd::getgroups()
-        .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
-        .unwrap_or_default();
-    if !groups.contains(&gid) {
-        groups.insert(0, gid);
+/// The agent's own account, for HGFS packets the VMX sends without credentials: from the
+/// account files, else the process's own ids.
+fn agent_identity(authenticator: &auth::Authenticator) -> UserIdentity {
+    let uid = nix::unistd::geteuid().as_raw();
+    if let Ok(Some(id)) = authenticator.identity_of_uid(uid) {
+        return id;
     }
-    Some(UserIdentity {
-        name: user.name,
-        uid: uid.as_raw(),
+    let gid = nix::unistd::getegid().as_raw();
+    UserIdentity {
+        name: format!("uid {uid}"),
+        uid,
         gid,
-        groups,
-        home: user.dir,
-        shell: user.shell,
-    })
+        groups: vec![gid],
+        home: "/".into(),
+        shell: "/bin/sh".into(),
+    }
 }
 
 impl GuestOps {
@@ -97,6 +94,7 @@ impl GuestOps {
         let authenticator = Arc::new(auth::Authenticator::new(auth::AuthSettings::from(
             &config.auth,
         ))?);
+        let agent_user = agent_identity(&authenticator);
         let resolver = authenticator.clone();
         let pool = Arc::new(HelperPool::new(PoolConfig {
             account_watch: Some(AccountWatch {
@@ -115,7 +113,7 @@ impl GuestOps {
         Ok(Arc::new(GuestOps {
             server,
             pool,
-            agent_user: agent_identity(),
+            agent_user,
         }))
     }
 
@@ -132,9 +130,7 @@ impl GuestOps {
     }
 
     fn hgfs(&self, ctx: &Context, packet: &[u8]) -> Answer {
-        let Some(user) = self.agent_user.clone() else {
-            return Reply::error("no account for the agent's user").into();
-        };
+        let user = self.agent_user.clone();
         let pool = self.pool.clone();
         let request = encode_hgfs_request(packet);
         let ctx = ctx.clone();

@@ -645,9 +645,16 @@ impl ProcessManager {
             }
             Target::Group => {
                 let group = Pid::from_raw(pid as i32);
-                signal_result(pid, killpg(group, Signal::SIGTERM))?;
+                match killpg(group, Signal::SIGTERM) {
+                    // The program moved itself to another group (a daemon's setsid): the
+                    // process alone, then.
+                    Err(Errno::ESRCH) => signal_result(pid, kill(group, Signal::SIGTERM))?,
+                    other => signal_result(pid, other)?,
+                }
                 if self.wait(pid, self.config.kill_grace).is_none() {
-                    let _ = killpg(group, Signal::SIGKILL);
+                    if killpg(group, Signal::SIGKILL) == Err(Errno::ESRCH) {
+                        let _ = kill(group, Signal::SIGKILL);
+                    }
                     let _ = self.wait(pid, self.config.kill_grace);
                 }
                 // What the leader left behind in its group goes too: "kill the tree".

@@ -515,15 +515,20 @@ impl ProcessManager {
             e.record.exit = Some((code, now_secs()));
             e.ended_at = Some(Instant::now());
         }
+        // In the same critical section, so whoever sees the exit also sees the bounds hold.
+        self.prune_locked(&mut st);
         drop(st);
         self.ended.notify_all();
-        self.prune();
     }
 
     /// Forgets ended programs older than the retention time, and the oldest beyond the
     /// count bound; their stream buffers are released.
     pub fn prune(&self) {
         let mut st = self.lock();
+        self.prune_locked(&mut st);
+    }
+
+    fn prune_locked(&self, st: &mut State) {
         let retain = self.config.retain_exited;
         let expired: Vec<i64> = st
             .entries

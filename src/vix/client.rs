@@ -418,6 +418,28 @@ pub fn start_program(program: &str, arguments: &str, working_dir: &str, env: &[S
     })
 }
 
+/// ListProcessesEx: `key` 0 and `offset` 0 for a new listing, then the first chunk's key
+/// and the bytes received so far for each further chunk; `pids` as `guest.ps -p`.
+pub fn list_processes(key: u32, offset: u32, pids: &[u64]) -> Command {
+    Command::ListProcesses(super::proto::ListProcessesRequest {
+        key,
+        offset,
+        pids: pids.to_vec(),
+    })
+}
+
+/// TerminateProcess, as `guest.kill -p PID`.
+pub fn terminate_process(pid: u64) -> Command {
+    Command::TerminateProcess(super::proto::TerminateProcessRequest { pid, options: 0 })
+}
+
+/// ReadEnvironmentVariables, as `guest.getenv [NAME...]` (none: all).
+pub fn read_environment(names: &[String]) -> Command {
+    Command::ReadEnvironmentVariables(super::proto::ReadEnvRequest {
+        names: names.to_vec(),
+    })
+}
+
 /// The pid in a StartProgram result (decimal text).
 pub fn parse_pid(result: &[u8]) -> Result<i64, ClientError> {
     let text = std::str::from_utf8(result).map_err(|_| ClientError::Process("pid is not text"))?;

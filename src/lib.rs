@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod guestinfo;
 pub mod guestops;
 pub mod power;
+pub mod process;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;

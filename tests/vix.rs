@@ -344,7 +344,7 @@ fn rejects_bad_bodies() {
         );
     }
     assert_eq!(
-        Command::decode(OpCode::START_PROGRAM, &[])
+        Command::decode(OpCode::LIST_PROCESSES, &[])
             .unwrap_err()
             .vix_error(),
         VixError::UNRECOGNIZED_COMMAND_IN_GUEST

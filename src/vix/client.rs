@@ -23,6 +23,9 @@ pub enum ClientError {
     /// A file listing or file info element.
     #[error("file info: {0}")]
     FileInfo(&'static str),
+    /// A process listing, pid or environment reply.
+    #[error("process reply: {0}")]
+    Process(&'static str),
 }
 
 /// Name/password credentials, as `-l user:pass` gives them.
@@ -399,4 +402,188 @@ mod tests {
         );
         assert!(fault_message(VixError(9999), "/x").contains("(9999, 0)"));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes (govc guest.start, guest.ps, guest.kill, guest.getenv, guest.run).
+
+/// StartProgram as govc's `guest.start` sends it: `env` entries are `NAME=value`.
+pub fn start_program(program: &str, arguments: &str, working_dir: &str, env: &[String]) -> Command {
+    Command::StartProgram(super::proto::StartProgramRequest {
+        start_minimized: false,
+        program: program.to_string(),
+        arguments: arguments.to_string(),
+        working_dir: working_dir.to_string(),
+        env: env.to_vec(),
+    })
+}
+
+/// ListProcessesEx: `key` 0 and `offset` 0 for a new listing, then the first chunk's key
+/// and the bytes received so far for each further chunk; `pids` as `guest.ps -p`.
+pub fn list_processes(key: u32, offset: u32, pids: &[u64]) -> Command {
+    Command::ListProcesses(super::proto::ListProcessesRequest {
+        key,
+        offset,
+        pids: pids.to_vec(),
+    })
+}
+
+/// TerminateProcess, as `guest.kill -p PID`.
+pub fn terminate_process(pid: u64) -> Command {
+    Command::TerminateProcess(super::proto::TerminateProcessRequest { pid, options: 0 })
+}
+
+/// ReadEnvironmentVariables, as `guest.getenv [NAME...]` (none: all).
+pub fn read_environment(names: &[String]) -> Command {
+    Command::ReadEnvironmentVariables(super::proto::ReadEnvRequest {
+        names: names.to_vec(),
+    })
+}
+
+/// The pid in a StartProgram result (decimal text).
+pub fn parse_pid(result: &[u8]) -> Result<i64, ClientError> {
+    let text = std::str::from_utf8(result).map_err(|_| ClientError::Process("pid is not text"))?;
+    text.trim_end_matches('\0')
+        .trim()
+        .parse()
+        .map_err(|_| ClientError::Process("pid is not a number"))
+}
+
+/// One `<proc>` of a ListProcessesEx result, unescaped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// `<cmd>`: the program's name.
+    pub name: String,
+    /// `<name>`: the full command line.
+    pub command_line: String,
+    /// `<pid>`.
+    pub pid: i64,
+    /// `<user>`.
+    pub owner: String,
+    /// `<start>`: seconds since the epoch.
+    pub start_time: i64,
+    /// `<eCode>`.
+    pub exit_code: i32,
+    /// `<eTime>`: 0 while running.
+    pub end_time: i64,
+}
+
+/// One chunk of a ListProcessesEx reply: the header vmtoolsd puts in front of a listing too
+/// large for one reply (`<key>`, `<totalSize>` on the first chunk, `<leftToSend>` on each),
+/// and the listing bytes it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessListChunk {
+    /// The key to ask for the next chunk with (first chunk only).
+    pub key: Option<u32>,
+    /// Size of the whole listing (first chunk only).
+    pub total_size: Option<u32>,
+    /// Bytes still to fetch after this chunk (`None`: the listing fit one reply).
+    pub left_to_send: Option<u32>,
+    /// The listing bytes of this chunk.
+    pub data: Vec<u8>,
+}
+
+fn leading_tag<'a>(s: &'a [u8], tag: &str) -> Option<(&'a [u8], &'a [u8])> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let rest = s.strip_prefix(open.as_bytes())?;
+    let end = rest
+        .windows(close.len())
+        .position(|w| w == close.as_bytes())?;
+    Some((&rest[..end], &rest[end + close.len()..]))
+}
+
+fn proc_number<T: std::str::FromStr>(b: &[u8]) -> Result<T, ClientError> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(ClientError::Process("bad number"))
+}
+
+/// Splits one ListProcessesEx result into its chunk header and data.
+pub fn parse_process_chunk(result: &[u8]) -> Result<ProcessListChunk, ClientError> {
+    let mut rest = result.strip_suffix(b"\0").unwrap_or(result);
+    let mut chunk = ProcessListChunk {
+        key: None,
+        total_size: None,
+        left_to_send: None,
+        data: Vec::new(),
+    };
+    if let Some((key, after)) = leading_tag(rest, "key") {
+        chunk.key = Some(proc_number(key)?);
+        let (total, after) =
+            leading_tag(after, "totalSize").ok_or(ClientError::Process("no <totalSize>"))?;
+        chunk.total_size = Some(proc_number(total)?);
+        rest = after;
+    }
+    if let Some((left, after)) = leading_tag(rest, "leftToSend") {
+        chunk.left_to_send = Some(proc_number(left)?);
+        rest = after;
+    } else if chunk.key.is_some() {
+        return Err(ClientError::Process("no <leftToSend>"));
+    }
+    chunk.data = rest.to_vec();
+    Ok(chunk)
+}
+
+fn text(b: &[u8]) -> Result<String, ClientError> {
+    let raw = std::str::from_utf8(b).map_err(|_| ClientError::Process("not UTF-8"))?;
+    String::from_utf8(unescape_xml(raw)?).map_err(|_| ClientError::Process("not UTF-8"))
+}
+
+/// The `<proc>` entries of a whole listing (all chunks joined).
+pub fn parse_process_list(listing: &[u8]) -> Result<Vec<ProcessInfo>, ClientError> {
+    let mut rest = listing.strip_suffix(b"\0").unwrap_or(listing);
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (entry, after) =
+            leading_tag(rest, "proc").ok_or(ClientError::Process("expected <proc>"))?;
+        rest = after;
+        let (name, e) = match leading_tag(entry, "cmd") {
+            Some((cmd, e)) => (text(cmd)?, e),
+            None => (String::new(), entry),
+        };
+        let (command_line, e) = leading_tag(e, "name").ok_or(ClientError::Process("<name>"))?;
+        let (pid, e) = leading_tag(e, "pid").ok_or(ClientError::Process("<pid>"))?;
+        let (owner, e) = leading_tag(e, "user").ok_or(ClientError::Process("<user>"))?;
+        let (start, e) = leading_tag(e, "start").ok_or(ClientError::Process("<start>"))?;
+        let (code, e) = leading_tag(e, "eCode").ok_or(ClientError::Process("<eCode>"))?;
+        let (end, _) = leading_tag(e, "eTime").ok_or(ClientError::Process("<eTime>"))?;
+        out.push(ProcessInfo {
+            name,
+            command_line: text(command_line)?,
+            pid: proc_number(pid)?,
+            owner: text(owner)?,
+            start_time: proc_number(start)?,
+            exit_code: proc_number(code)?,
+            end_time: proc_number(end)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The `<ev>NAME=value</ev>` entries of a ReadEnvironmentVariables result, unescaped.
+pub fn parse_env(result: &[u8]) -> Result<Vec<String>, ClientError> {
+    let mut rest = result.strip_suffix(b"\0").unwrap_or(result);
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (ev, after) = leading_tag(rest, "ev").ok_or(ClientError::Process("expected <ev>"))?;
+        out.push(text(ev)?);
+        rest = after;
+    }
+    Ok(out)
+}
+
+/// The columns `govc guest.ps` prints for one process (cli/vm/guest/ps.go: owner, pid,
+/// start as `15:04` UTC, command line; tab-separated before govc's tabwriter aligns them).
+pub fn ps_line(p: &ProcessInfo) -> String {
+    let minutes = p.start_time.rem_euclid(86_400) / 60;
+    format!(
+        "{}\t{}\t{:02}:{:02}\t{}",
+        p.owner,
+        p.pid,
+        minutes / 60,
+        minutes % 60,
+        p.command_line.trim()
+    )
 }

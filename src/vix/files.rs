@@ -128,9 +128,14 @@ pub fn execute(command: &Command) -> OpResult {
         Command::SetAttributes(r) => set_attributes(r).map(no_result),
         Command::TransferFromGuest(r) => transfer_from_guest(&r.path),
         Command::TransferToGuest(r) => transfer_to_guest(r).map(no_result),
-        Command::GetToolsState | Command::HgfsPacket(_) | Command::ValidateCredentials => {
-            Err(OpError::vix(VixError::NOT_SUPPORTED))
-        }
+        // Process operations run in the process service (`crate::process`).
+        Command::GetToolsState
+        | Command::HgfsPacket(_)
+        | Command::ValidateCredentials
+        | Command::StartProgram(_)
+        | Command::ListProcesses(_)
+        | Command::TerminateProcess(_)
+        | Command::ReadEnvironmentVariables(_) => Err(OpError::vix(VixError::NOT_SUPPORTED)),
     };
     match outcome {
         Ok(result) => OpResult::ok(result),

@@ -781,6 +781,51 @@ pub struct HgfsPacketRequest {
     pub packet: Vec<u8>,
 }
 
+/// StartProgram (`VixMsgStartProgramRequest`). String lengths on the wire count the NUL; an
+/// empty string travels as length 0 (`VMAutomationRequestParserGetOptionalString`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartProgramRequest {
+    /// `startMinimized` (meaningless on Linux, kept for the round trip).
+    pub start_minimized: bool,
+    /// The program: an absolute path as vSphere requires, or, by govmomi's convention, a bare
+    /// name (a registered in-agent function or a program searched in `PATH`, with pipes).
+    pub program: String,
+    /// The arguments, one string the shell splits.
+    pub arguments: String,
+    /// The working directory; empty: the user's home.
+    pub working_dir: String,
+    /// `NAME=value` entries added to the user's environment.
+    pub env: Vec<String>,
+}
+
+/// ListProcessesEx (`VixMsgListProcessesExRequest`): `key`/`offset` fetch further chunks of
+/// a listing too large for one reply; `pids` filters (empty: every process).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListProcessesRequest {
+    /// The cached listing being fetched (0: a new listing).
+    pub key: u32,
+    /// Where in the cached listing this chunk starts.
+    pub offset: u32,
+    /// The processes asked about.
+    pub pids: Vec<u64>,
+}
+
+/// TerminateProcess (`VixCommandKillProcessRequest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TerminateProcessRequest {
+    /// The process.
+    pub pid: u64,
+    /// `options` (none defined).
+    pub options: u32,
+}
+
+/// ReadEnvironmentVariables (`VixMsgReadEnvironmentVariablesRequest`); `names` empty: all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadEnvRequest {
+    /// The variables asked for.
+    pub names: Vec<String>,
+}
+
 /// A decoded command: the op and its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -812,6 +857,14 @@ pub enum Command {
     HgfsPacket(HgfsPacketRequest),
     /// ValidateCredentials: a login and nothing else (`VixToolsValidateCredentials`).
     ValidateCredentials,
+    /// StartProgram.
+    StartProgram(StartProgramRequest),
+    /// ListProcessesEx.
+    ListProcesses(ListProcessesRequest),
+    /// TerminateProcess.
+    TerminateProcess(TerminateProcessRequest),
+    /// ReadEnvironmentVariables.
+    ReadEnvironmentVariables(ReadEnvRequest),
 }
 
 /// Fixed body sizes (the structs of `vixCommands.h` less the request header).
@@ -834,6 +887,57 @@ mod fixed {
     pub const TRANSFER_TO_GUEST: usize = 9;
     /// `VixCommandHgfsSendPacket`: 4 + 4.
     pub const HGFS_SEND_PACKET: usize = 8;
+    /// `VixMsgStartProgramRequest`: 1 + 4 × 5.
+    pub const START_PROGRAM: usize = 21;
+    /// `VixMsgListProcessesExRequest`: 4 × 3.
+    pub const LIST_PROCESSES_EX: usize = 12;
+    /// `VixCommandKillProcessRequest`: 8 + 4.
+    pub const KILL_PROCESS: usize = 12;
+    /// `VixMsgReadEnvironmentVariablesRequest`: 4 + 4.
+    pub const READ_ENV: usize = 8;
+}
+
+/// `VMAutomationRequestParserGetOptionalString`: `len` counts the NUL; 0 is no string.
+fn optional_string(r: &mut Reader<'_>, len: u32) -> Result<String, DecodeError> {
+    if len == 0 {
+        return Ok(String::new());
+    }
+    string(r, len - 1)
+}
+
+/// `VMAutomationRequestParserGetOptionalStrings`: `count` NUL-terminated strings filling
+/// exactly `len` bytes. The count is checked against the bytes before anything is allocated
+/// (every string takes at least its NUL).
+fn optional_strings(r: &mut Reader<'_>, count: u32, len: u32) -> Result<Vec<String>, DecodeError> {
+    if count == 0 && len == 0 {
+        return Ok(Vec::new());
+    }
+    if count == 0 || u64::from(count) > u64::from(len) {
+        return Err(DecodeError::Body("string count does not fit its length"));
+    }
+    let bytes = r
+        .take(len as usize)
+        .ok_or(DecodeError::Body("strings run past the body"))?;
+    if bytes.last() != Some(&0) {
+        return Err(DecodeError::Body("strings are not NUL-terminated"));
+    }
+    let parts: Vec<&[u8]> = bytes[..bytes.len() - 1].split(|b| *b == 0).collect();
+    if parts.len() != count as usize {
+        return Err(DecodeError::Body("string count does not match the strings"));
+    }
+    parts
+        .into_iter()
+        .map(|p| String::from_utf8(p.to_vec()).map_err(|_| DecodeError::Utf8))
+        .collect()
+}
+
+fn encode_strings(b: &mut Vec<u8>, list: &[String]) -> (u32, u32) {
+    let start = b.len();
+    for v in list {
+        b.extend_from_slice(v.as_bytes());
+        b.push(0);
+    }
+    (list.len() as u32, (b.len() - start) as u32)
 }
 
 /// Reads what `__VMAutomationMsgParserGetString` reads: `len` bytes without a NUL, then the
@@ -1056,6 +1160,53 @@ impl Command {
                     packet: packet.to_vec(),
                 })
             }
+            OpCode::START_PROGRAM => {
+                need(r, fixed::START_PROGRAM)?;
+                let start_minimized = r.u8().ok_or(SHORT)? != 0;
+                let program_len = r.u32_le().ok_or(SHORT)?;
+                let args_len = r.u32_le().ok_or(SHORT)?;
+                let dir_len = r.u32_le().ok_or(SHORT)?;
+                let env_count = r.u32_le().ok_or(SHORT)?;
+                let env_len = r.u32_le().ok_or(SHORT)?;
+                let program = optional_string(r, program_len)?;
+                if program.is_empty() {
+                    return Err(DecodeError::Argument("empty program path"));
+                }
+                Command::StartProgram(StartProgramRequest {
+                    start_minimized,
+                    program,
+                    arguments: optional_string(r, args_len)?,
+                    working_dir: optional_string(r, dir_len)?,
+                    env: optional_strings(r, env_count, env_len)?,
+                })
+            }
+            OpCode::LIST_PROCESSES_EX => {
+                need(r, fixed::LIST_PROCESSES_EX)?;
+                let key = r.u32_le().ok_or(SHORT)?;
+                let offset = r.u32_le().ok_or(SHORT)?;
+                let count = r.u32_le().ok_or(SHORT)?;
+                // Bounded by the body before allocating: 8 bytes per pid must be there.
+                if u64::from(count) * 8 > r.remaining() as u64 {
+                    return Err(DecodeError::Body("pid list runs past the body"));
+                }
+                let pids = (0..count)
+                    .map(|_| r.u64_le().ok_or(SHORT))
+                    .collect::<Result<Vec<u64>, DecodeError>>()?;
+                Command::ListProcesses(ListProcessesRequest { key, offset, pids })
+            }
+            OpCode::TERMINATE_PROCESS => {
+                need(r, fixed::KILL_PROCESS)?;
+                let pid = r.u64_le().ok_or(SHORT)?;
+                let options = r.u32_le().ok_or(SHORT)?;
+                Command::TerminateProcess(TerminateProcessRequest { pid, options })
+            }
+            OpCode::READ_ENV_VARIABLES => {
+                need(r, fixed::READ_ENV)?;
+                let count = r.u32_le().ok_or(SHORT)?;
+                let len = r.u32_le().ok_or(SHORT)?;
+                let names = optional_strings(r, count, len)?;
+                Command::ReadEnvironmentVariables(ReadEnvRequest { names })
+            }
             other => return Err(DecodeError::UnknownOp(other)),
         })
     }
@@ -1077,6 +1228,10 @@ impl Command {
             Command::TransferToGuest(_) => OpCode::INITIATE_FILE_TRANSFER_TO_GUEST,
             Command::HgfsPacket(_) => OpCode::HGFS_SEND_PACKET,
             Command::ValidateCredentials => OpCode::VALIDATE_CREDENTIALS,
+            Command::StartProgram(_) => OpCode::START_PROGRAM,
+            Command::ListProcesses(_) => OpCode::LIST_PROCESSES_EX,
+            Command::TerminateProcess(_) => OpCode::TERMINATE_PROCESS,
+            Command::ReadEnvironmentVariables(_) => OpCode::READ_ENV_VARIABLES,
         }
     }
 
@@ -1169,6 +1324,42 @@ impl Command {
                 b.extend_from_slice(&(h.packet.len() as u32).to_le_bytes());
                 b.extend_from_slice(&h.timeout.to_le_bytes());
                 b.extend_from_slice(&h.packet);
+            }
+            Command::StartProgram(p) => {
+                let opt_len = |v: &str| if v.is_empty() { 0 } else { v.len() as u32 + 1 };
+                let mut strings = Vec::new();
+                for v in [&p.program, &p.arguments, &p.working_dir] {
+                    if !v.is_empty() {
+                        s(&mut strings, v);
+                    }
+                }
+                let (env_count, env_len) = encode_strings(&mut strings, &p.env);
+                b.push(u8::from(p.start_minimized));
+                b.extend_from_slice(&opt_len(&p.program).to_le_bytes());
+                b.extend_from_slice(&opt_len(&p.arguments).to_le_bytes());
+                b.extend_from_slice(&opt_len(&p.working_dir).to_le_bytes());
+                b.extend_from_slice(&env_count.to_le_bytes());
+                b.extend_from_slice(&env_len.to_le_bytes());
+                b.extend_from_slice(&strings);
+            }
+            Command::ListProcesses(l) => {
+                b.extend_from_slice(&l.key.to_le_bytes());
+                b.extend_from_slice(&l.offset.to_le_bytes());
+                b.extend_from_slice(&(l.pids.len() as u32).to_le_bytes());
+                for pid in &l.pids {
+                    b.extend_from_slice(&pid.to_le_bytes());
+                }
+            }
+            Command::TerminateProcess(t) => {
+                b.extend_from_slice(&t.pid.to_le_bytes());
+                b.extend_from_slice(&t.options.to_le_bytes());
+            }
+            Command::ReadEnvironmentVariables(e) => {
+                let mut names = Vec::new();
+                let (count, len) = encode_strings(&mut names, &e.names);
+                b.extend_from_slice(&count.to_le_bytes());
+                b.extend_from_slice(&len.to_le_bytes());
+                b.extend_from_slice(&names);
             }
         }
         b

@@ -204,6 +204,8 @@ pub struct Config {
     pub guestoperations: GuestOperationsConfig,
     /// Authentication of guest operations.
     pub auth: AuthConfig,
+    /// Guest processes and the HTTP round trip.
+    pub process: crate::process::config::ProcessConfig,
 }
 
 impl Default for Config {
@@ -215,6 +217,7 @@ impl Default for Config {
             guestinfo: GuestInfoConfig::default(),
             guestoperations: GuestOperationsConfig::default(),
             auth: AuthConfig::default(),
+            process: Default::default(),
         }
     }
 }

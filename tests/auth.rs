@@ -934,5 +934,6 @@ fn helpers_of_changed_accounts_stop_without_waiting_for_a_request() {
         wait_for(&|| pool.helpers().is_empty()),
         "helper still running"
     );
-    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    // Its slot goes first; the process is gone once it has been killed and reaped.
+    assert!(wait_for(&|| !Path::new(&format!("/proc/{pid}")).exists()));
 }

@@ -3,6 +3,9 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "vmx-sim/guest.rs"]
+mod guest;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +82,9 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// govc's guest file commands (guest.ls, guest.upload, ...).
+    #[command(flatten)]
+    Guest(guest::GuestCmd),
     /// Inject a fault: drop, garbage, delay MS, refuse PREFIX, clear.
     Fault {
         /// What.
@@ -184,6 +190,7 @@ async fn serve(dir: PathBuf, greet: bool) -> ExitCode {
 async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Serve { .. } => Ok(()),
+        Cmd::Guest(g) => guest::run(&dir, g).await,
         Cmd::VmIp { timeout } => {
             let deadline = Instant::now() + Duration::from_secs(timeout);
             loop {
@@ -309,7 +316,7 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(guest::govc_flags(std::env::args()));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

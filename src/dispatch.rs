@@ -216,6 +216,15 @@ pub trait Feature: Send + Sync + 'static {
     fn register(self: Arc<Self>, registry: &mut Registry);
 }
 
+fn handler_names(handlers: &HashMap<Vec<u8>, (Args, Handler)>) -> Vec<String> {
+    let mut names: Vec<String> = handlers
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Collects what features register; becomes a [`Dispatcher`].
 #[derive(Default)]
 pub struct Registry {
@@ -228,14 +237,8 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<String> = self
-            .handlers
-            .keys()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .collect();
-        names.sort();
         f.debug_struct("Registry")
-            .field("handlers", &names)
+            .field("handlers", &handler_names(&self.handlers))
             .field("options", &self.options.keys().collect::<Vec<_>>())
             .field("capabilities", &self.capabilities.len())
             .finish_non_exhaustive()
@@ -353,14 +356,8 @@ pub struct Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<String> = self
-            .handlers
-            .keys()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .collect();
-        names.sort();
         f.debug_struct("Dispatcher")
-            .field("handlers", &names)
+            .field("handlers", &handler_names(&self.handlers))
             .finish_non_exhaustive()
     }
 }

@@ -375,6 +375,9 @@ fn server_with(config: GuestOperationsConfig) -> Server {
         name: "user".into(),
         uid: nix::unistd::geteuid().as_raw(),
         gid: nix::unistd::getegid().as_raw(),
+        groups: vec![nix::unistd::getegid().as_raw()],
+        home: "/".into(),
+        shell: "/bin/sh".into(),
     };
     let auth = StaticAuthenticator::default().with("user", "pass", me);
     let hgfs = InProcess::new(|packet: &[u8]| packet.iter().rev().copied().collect());

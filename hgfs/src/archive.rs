@@ -16,13 +16,15 @@
 //! * [`ArchiveWriter`] (host → guest) parses the stream as it arrives (gzip detected by its magic)
 //!   and never writes outside the target directory: see [`unpack`] for the rules.
 
+mod handler;
 mod pack;
 mod unpack;
 
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
-pub use pack::{ArchiveReader, PackOptions, DEFAULT_LEVEL};
+pub use handler::{archive_target, ArchiveFiles, ARCHIVE_MODE, ARCHIVE_REPORTED_SIZE};
+pub use pack::{ArchiveReader, PackOptions, DEFAULT_LEVEL, MAX_WORKERS};
 pub use unpack::{unpack, ArchiveWriter, UnpackOptions, UnpackSummary};
 
 /// The URL scheme under which govmomi's toolbox registers its archive handler, as in

@@ -21,6 +21,7 @@
 //! different users run in parallel). Payloads are opaque: the helper hands each to the
 //! handler registered for its [`ServiceId`] in a [`HelperRegistry`].
 
+pub mod files;
 pub mod frame;
 pub mod helper;
 mod pool;
@@ -36,10 +37,9 @@ pub struct ServiceId(pub u8);
 impl ServiceId {
     /// The setup exchange that starts every helper (not a handler).
     pub const SETUP: ServiceId = ServiceId(0);
-    /// VIX file operations (ListFiles, CreateDirectory, ...).
-    pub const VIX_FILE: ServiceId = ServiceId(1);
-    /// The HGFS server.
-    pub const HGFS: ServiceId = ServiceId(2);
+    /// Guest files: VIX file operations and the HGFS server, one service because they share
+    /// state ([`files`]).
+    pub const FILES: ServiceId = ServiceId(1);
     /// Reports the helper's credentials again (health check, tests).
     pub const IDENTITY: ServiceId = ServiceId(3);
 }
@@ -48,8 +48,7 @@ impl fmt::Debug for ServiceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             ServiceId::SETUP => f.write_str("SETUP"),
-            ServiceId::VIX_FILE => f.write_str("VIX_FILE"),
-            ServiceId::HGFS => f.write_str("HGFS"),
+            ServiceId::FILES => f.write_str("FILES"),
             ServiceId::IDENTITY => f.write_str("IDENTITY"),
             ServiceId(other) => write!(f, "ServiceId(0x{other:02x})"),
         }
@@ -138,10 +137,10 @@ impl HelperRegistry {
     }
 }
 
-/// What `toolbox __guestops-helper` serves. The VIX file operations ([`ServiceId::VIX_FILE`])
-/// and the HGFS server ([`ServiceId::HGFS`]) are registered here.
+/// What `toolbox __guestops-helper` serves: guest files ([`ServiceId::FILES`]: VIX file operations
+/// and the HGFS server).
 pub fn builtin_registry() -> HelperRegistry {
-    HelperRegistry::new()
+    HelperRegistry::new().with_factory(ServiceId::FILES, files::GuestFiles::boxed)
 }
 
 /// The hidden subcommand that runs a helper.

@@ -149,12 +149,17 @@ struct Inner {
     slots: Mutex<HashMap<u32, Arc<Slot>>>,
     stop: Mutex<bool>,
     wake: Condvar,
+    /// The reaper thread runs. Cleared by the reaper itself, under the slots lock, when it
+    /// leaves for lack of helpers; so a helper added after that finds it cleared.
+    reaper_alive: std::sync::atomic::AtomicBool,
 }
 
 /// Helpers by uid. `call` blocks: use it from a blocking pool.
 pub struct HelperPool {
     inner: Arc<Inner>,
-    reaper: Option<std::thread::JoinHandle<()>>,
+    /// Runs only while helpers do, so an agent without guest operations in flight is one
+    /// thread and wakes for nothing.
+    reaper: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for HelperPool {
@@ -172,7 +177,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl HelperPool {
-    /// A pool; starts the thread that stops idle helpers.
+    /// A pool. The thread that stops idle helpers starts with the first helper and ends with
+    /// the last.
     pub fn new(config: PoolConfig) -> HelperPool {
         let accounts_seen = Mutex::new(config.account_watch.as_ref().map(|w| w.files.stamp()));
         let inner = Arc::new(Inner {
@@ -181,13 +187,28 @@ impl HelperPool {
             slots: Mutex::new(HashMap::new()),
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            reaper_alive: std::sync::atomic::AtomicBool::new(false),
         });
-        let weak = Arc::downgrade(&inner);
-        let reaper = std::thread::Builder::new()
+        HelperPool {
+            inner,
+            reaper: Mutex::new(None),
+        }
+    }
+
+    /// Starts the reaper unless it runs.
+    fn ensure_reaper(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.reaper_alive.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut reaper = lock(&self.reaper);
+        // The one before has left (or is leaving, its slots lock released): let it go.
+        drop(reaper.take());
+        let weak = Arc::downgrade(&self.inner);
+        *reaper = std::thread::Builder::new()
             .name("guestops-reaper".into())
             .spawn(move || reap_loop(weak))
             .ok();
-        HelperPool { inner, reaper }
     }
 
     /// The uids with a live helper.
@@ -260,7 +281,11 @@ impl HelperPool {
         let mut guard = lock(&slot.helper);
         let helper = match &mut *guard {
             Some(helper) => helper,
-            empty @ None => empty.insert(self.spawn(user)?),
+            empty @ None => {
+                let helper = empty.insert(self.spawn(user)?);
+                self.ensure_reaper();
+                helper
+            }
         };
         let outcome = exchange(helper, service, payload);
         *lock(&slot.last_used) = Instant::now();
@@ -504,6 +529,15 @@ fn reap_loop(inner: Weak<Inner>) {
         let tick = (strong.config.idle_timeout / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(5));
         reap(&strong);
+        {
+            let slots = lock(&strong.slots);
+            if slots.is_empty() {
+                strong
+                    .reaper_alive
+                    .store(false, std::sync::atomic::Ordering::Release);
+                return;
+            }
+        }
         let stop = lock(&strong.stop);
         if *stop {
             return;
@@ -522,7 +556,7 @@ impl Drop for HelperPool {
     fn drop(&mut self) {
         *lock(&self.inner.stop) = true;
         self.inner.wake.notify_all();
-        if let Some(reaper) = self.reaper.take() {
+        if let Some(reaper) = lock(&self.reaper).take() {
             let _ = reaper.join();
         }
         self.retire_all();

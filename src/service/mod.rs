@@ -406,6 +406,18 @@ impl Service {
         info!("stopped");
     }
 
+    /// Dispatches `request`: a reply now goes to the session, a later one is returned to wait
+    /// for.
+    fn dispatch(&self, session: &mut Session, request: &[u8]) -> Option<BoxFuture<Reply>> {
+        match self.dispatcher.dispatch(&self.ctx, request) {
+            Deferred::Now(reply) => {
+                session.handle_reply(Instant::now(), reply.to_wire());
+                None
+            }
+            Deferred::Later(f) => Some(f),
+        }
+    }
+
     async fn open_tclo(&self) -> Result<TcloConn, SessionError> {
         if !self.shared.connector.may_block() {
             return Ok(self.shared.connector.tclo()?);
@@ -446,10 +458,7 @@ impl Service {
                 }
                 p = reader.next(), if !session.awaiting_reply() => {
                     let request = session.handle_packet(p?)?;
-                    match self.dispatcher.dispatch(&self.ctx, &request) {
-                        Deferred::Now(reply) => session.handle_reply(Instant::now(), reply.to_wire()),
-                        Deferred::Later(f) => pending = Some(f),
-                    }
+                    pending = self.dispatch(&mut session, &request);
                 }
             }
             while let Some(t) = session.poll_transmit() {
@@ -494,12 +503,7 @@ impl Service {
                 chan.send(&reply).map_err(TransportError::from)?;
                 let request = chan.receive().map_err(TransportError::from)?;
                 if let Some(request) = session.handle_polled(Instant::now(), request) {
-                    match self.dispatcher.dispatch(&self.ctx, &request) {
-                        Deferred::Now(reply) => {
-                            session.handle_reply(Instant::now(), reply.to_wire())
-                        }
-                        Deferred::Later(f) => pending = Some(f),
-                    }
+                    pending = self.dispatch(&mut session, &request);
                 }
             }
         }

@@ -15,6 +15,7 @@
 //! by value (CVE-2023-20867 was an authentication bypass through such types).
 
 pub mod client;
+pub mod feature;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -25,16 +26,8 @@ pub mod server;
 
 pub use proto::{Command, Credentials, OpCode, Reply, VixError};
 
-/// Who a successful login is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserIdentity {
-    /// The account name.
-    pub name: String,
-    /// Its uid.
-    pub uid: u32,
-    /// Its primary gid.
-    pub gid: u32,
-}
+/// Who a successful login is: the account's ids, groups, home and shell.
+pub use crate::auth::UserIdentity;
 
 /// Why a login failed. Every variant but [`AuthError::Backend`] answers
 /// `VIX_E_INVALID_LOGIN_CREDENTIALS`, so the host cannot tell an unknown user from a wrong

@@ -33,7 +33,7 @@ const DICTIONARY_SIZE: usize = 32 * 1024;
 const QUEUE_DEPTH: usize = 6;
 
 /// Worker threads at most; more than a few do not pay on the small guests this runs on.
-const MAX_WORKERS: usize = 4;
+pub const MAX_WORKERS: usize = 4;
 
 /// Directories open at once during the walk (one descriptor each); deeper subtrees are skipped
 /// with a warning instead of exhausting the process's descriptors.

@@ -1,0 +1,169 @@
+//! The guest file service a helper runs as its user: VIX file operations and the HGFS server.
+//!
+//! One service for both because they share state: InitiateFileTransferToGuest with
+//! overwrite=false marks its path so that the HGFS open of the upload that follows cannot
+//! replace a file created meanwhile, and the HGFS sessions and handles of one user live for as
+//! long as the helper does.
+//!
+//! Request: a tag byte, then for [`TAG_VIX`] the op code (u32 LE) and the command body as
+//! [`Command::encode_body`] writes it, for [`TAG_HGFS`] an HGFS packet. Reply: for VIX the VIX
+//! error (u64 LE), errno (u32 LE) and the result bytes; for HGFS the reply packet.
+
+use super::HelperService;
+use crate::codec::Reader;
+use crate::vix::proto::{Command, OpCode, VixError};
+use crate::vix::{files, OpResult};
+use toolbox_hgfs::archive::ArchiveFiles;
+use toolbox_hgfs::{Server, ServerConfig};
+
+/// A VIX command follows.
+pub const TAG_VIX: u8 = 0;
+/// An HGFS packet follows.
+pub const TAG_HGFS: u8 = 1;
+
+/// The service state of one helper.
+pub struct GuestFiles {
+    hgfs: Server,
+}
+
+impl std::fmt::Debug for GuestFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestFiles").finish_non_exhaustive()
+    }
+}
+
+impl GuestFiles {
+    /// A fresh service: the HGFS server on `/` with directory archives.
+    pub fn new() -> GuestFiles {
+        let mut hgfs = Server::new(ServerConfig::default());
+        hgfs.register_handler(Box::new(ArchiveFiles));
+        GuestFiles { hgfs }
+    }
+
+    /// For the registry.
+    pub fn boxed() -> Box<dyn HelperService> {
+        Box::new(GuestFiles::new())
+    }
+
+    fn vix(&mut self, body: &[u8]) -> OpResult {
+        let mut r = Reader::new(body);
+        let Some(op) = r.u32_le() else {
+            return OpResult::error(VixError::INVALID_MESSAGE_BODY, 0);
+        };
+        let command = match Command::decode(OpCode(op), r.rest()) {
+            Ok(c) => c,
+            Err(e) => return OpResult::error(e.vix_error(), 0),
+        };
+        if let Command::HgfsPacket(p) = &command {
+            return OpResult::ok(self.hgfs.handle_packet(&p.packet).to_vec());
+        }
+        let result = files::execute(&command);
+        if let Command::TransferToGuest(t) = &command {
+            if result.error.is_ok() && !t.overwrite {
+                if let Err(e) = self.hgfs.upload_without_replace(t.path.as_bytes()) {
+                    tracing::debug!(error = %e, "marking the upload no-replace");
+                    return OpResult::error(VixError::FAIL, 0);
+                }
+            }
+        }
+        result
+    }
+}
+
+impl Default for GuestFiles {
+    fn default() -> Self {
+        GuestFiles::new()
+    }
+}
+
+impl HelperService for GuestFiles {
+    fn handle(&mut self, request: &[u8]) -> Vec<u8> {
+        match request.split_first() {
+            Some((&TAG_HGFS, packet)) => self.hgfs.handle_packet(packet).to_vec(),
+            Some((&TAG_VIX, body)) => encode_result(&self.vix(body)),
+            _ => encode_result(&OpResult::error(VixError::INVALID_MESSAGE_BODY, 0)),
+        }
+    }
+}
+
+/// A VIX command as the service takes it.
+pub fn encode_vix_request(command: &Command) -> Vec<u8> {
+    let body = command.encode_body();
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(TAG_VIX);
+    out.extend_from_slice(&command.op().0.to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// An HGFS packet as the service takes it.
+pub fn encode_hgfs_request(packet: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + packet.len());
+    out.push(TAG_HGFS);
+    out.extend_from_slice(packet);
+    out
+}
+
+/// A VIX result as the service answers it.
+pub fn encode_result(r: &OpResult) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + r.result.len());
+    out.extend_from_slice(&r.error.0.to_le_bytes());
+    out.extend_from_slice(&r.errno.to_le_bytes());
+    out.extend_from_slice(&r.result);
+    out
+}
+
+/// The service's VIX answer; a reply too short to be one is `VIX_E_FAIL`.
+pub fn decode_result(reply: &[u8]) -> OpResult {
+    let mut r = Reader::new(reply);
+    match (r.u64_le(), r.u32_le()) {
+        (Some(error), Some(errno)) => OpResult {
+            error: VixError(error),
+            errno,
+            result: r.rest().to_vec(),
+        },
+        _ => OpResult::error(VixError::FAIL, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip() {
+        let r = OpResult {
+            error: VixError::FILE_NOT_FOUND,
+            errno: 2,
+            result: b"x\0y".to_vec(),
+        };
+        assert_eq!(decode_result(&encode_result(&r)), r);
+        assert_eq!(decode_result(b"short").error, VixError::FAIL);
+    }
+
+    #[test]
+    fn rejects_requests_without_a_known_tag() {
+        let mut s = GuestFiles::new();
+        for bad in [&b""[..], b"\x07abc", b"\x00\x01"] {
+            let r = decode_result(&s.handle(bad));
+            assert!(!r.error.is_ok(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_vix_file_operation_runs() {
+        let dir = std::env::temp_dir().join(format!("guestfiles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = GuestFiles::new();
+        let cmd = Command::CreateDirectory(crate::vix::proto::CreateDirectoryRequest {
+            options: 0,
+            path: dir.join("a/b").to_str().unwrap().to_string(),
+            properties: Vec::new(),
+            create_parents: true,
+        });
+        let r = decode_result(&s.handle(&encode_vix_request(&cmd)));
+        assert!(r.error.is_ok(), "{r:?}");
+        assert!(dir.join("a/b").is_dir());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -16,8 +16,8 @@ use toolbox::sim::{Client, Control, ControlReply, Faults, GuestReport, Sim};
 #[derive(Debug, Parser)]
 #[command(name = "vmx-sim", version, disable_help_subcommand = true)]
 struct Cli {
-    /// Directory of a running simulator.
-    #[arg(short = 'd', long, global = true)]
+    /// Directory of a running simulator (before the command: govc's `-d` flags come after it).
+    #[arg(short = 'd', long)]
     dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,

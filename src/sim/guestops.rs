@@ -627,25 +627,29 @@ impl<C: Carrier> GuestOps<C> {
         }
         .await;
         progress.finish();
-        // Without the close the guest drops its temporary: an upload cut short leaves the
-        // old file as it was.
-        result?;
+        if let Err(e) = result {
+            // The session goes without the handle's close, so the guest drops its temporary:
+            // an upload cut short leaves the old file as it was.
+            let r = session.destroy_session();
+            let _ = self.hgfs(&r, dst).await;
+            return Err(e);
+        }
         let r = session.close(handle);
         let reply = self.hgfs(&r, dst).await?;
         session
             .done(&r, &reply)
             .map_err(|e| GuestOpsError::hgfs_fault(e, dst))?;
         self.close_session(session, dst).await?;
-        if archive.is_none() && (attrs.uid.is_some() || attrs.gid.is_some()) {
-            self.set_attributes(
-                dst,
-                AttributeChange {
-                    uid: attrs.uid,
-                    gid: attrs.gid,
-                    ..AttributeChange::default()
-                },
-            )
-            .await?;
+        // The open's permissions only reach a new file (a replaced one keeps its mode), so
+        // what was asked for is set once the file is in place.
+        let wanted = AttributeChange {
+            permissions: (attrs.permissions != 0).then_some(attrs.permissions),
+            uid: attrs.uid,
+            gid: attrs.gid,
+            ..AttributeChange::default()
+        };
+        if archive.is_none() && wanted != AttributeChange::default() {
+            self.set_attributes(dst, wanted).await?;
         }
         Ok(offset)
     }
@@ -734,9 +738,13 @@ impl<C: Carrier> GuestOps<C> {
         if held[..] != GO_TOOLBOX_TRAILER[..] {
             out.write_all(&held).map_err(local)?;
         }
+        if let Err(e) = result {
+            let r = session.destroy_session();
+            let _ = self.hgfs(&r, src).await;
+            return Err(e);
+        }
         let r = session.close(handle);
         let close = self.hgfs(&r, src).await;
-        result?;
         session
             .done(&r, &close?)
             .map_err(|e| GuestOpsError::hgfs_fault(e, src))?;

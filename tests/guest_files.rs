@@ -360,6 +360,20 @@ async fn each_operation_as_root_with_govc_output_and_errors() {
     );
 }
 
+/// `run`, again while the login is held back by the rate limit after a failure.
+async fn retried(sim: &Sim, login: &str, args: &[&str]) -> Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = run(sim, Some(login), args).await;
+        if !String::from_utf8_lossy(&out.stderr).contains("authenticate")
+            || std::time::Instant::now() > deadline
+        {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_and_disabled_operations() {
     if !root_or_skip("a_wrong_password_and_disabled_operations") {
@@ -377,22 +391,19 @@ async fn a_wrong_password_and_disabled_operations() {
         &run(&sim, Some("root:wrong"), &["guest.rm", p(&work.join("f"))]).await,
         "Failed to authenticate with the guest operating system using the supplied credentials.",
     );
+    fails_with(
+        &run(&sim, Some("root:wrong"), &["guest.ls", p(&work)]).await,
+        "Failed to authenticate with the guest operating system using the supplied credentials.",
+    );
     // The failure holds the next login back a little (the rate limit).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let r = root();
-    let out = loop {
-        let out = run(&sim, Some(&r), &["guest.mkdir", p(&target)]).await;
-        if !String::from_utf8_lossy(&out.stderr).contains("authenticate")
-            || std::time::Instant::now() > deadline
-        {
-            break out;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    fails_with(&out, "Operation is disabled by guest");
+    fails_with(
+        &retried(&sim, &r, &["guest.mkdir", p(&target)]).await,
+        "Operation is disabled by guest",
+    );
     assert!(!target.exists());
     // Others still work.
-    ok(&run(&sim, Some(&r), &["guest.touch", p(&target)]).await);
+    ok(&retried(&sim, &r, &["guest.touch", p(&target)]).await);
     assert!(target.is_file());
 }
 

@@ -244,7 +244,8 @@ async fn each_operation_as_root_with_govc_output_and_errors() {
     assert!(listing
         .lines()
         .any(|l| l.starts_with("drwx") && l.ends_with(" a")));
-    let simple = ok(&run(&sim, l, &["guest.ls", "-s", p(&work)]).await);
+    // -l instead of GOVC_GUEST_LOGIN.
+    let simple = ok(&run(&sim, None, &["guest.ls", "-l", &r, "-s", p(&work)]).await);
     let mut names: Vec<&str> = simple.lines().collect();
     names.sort();
     assert_eq!(names, [".", "..", "a", "up.txt"]);
@@ -744,27 +745,36 @@ async fn a_cut_upload_keeps_the_old_file_and_a_gigabyte_goes_both_ways() {
     }
     let _guard = Remove(big_dir.clone());
     const SIZE: usize = 1 << 30;
-    // Deterministic bytes that are not all alike.
+    // Deterministic bytes that are not all alike: a block of prime length, repeated, so no
+    // two chunks of a transfer are the same.
     struct Pattern {
         at: usize,
         hash: Sha256,
+        block: Vec<u8>,
     }
     impl Read for Pattern {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             let n = buf.len().min(SIZE - self.at);
-            for (i, b) in buf[..n].iter_mut().enumerate() {
-                let x = (self.at + i) as u64;
-                *b = (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8;
+            let mut done = 0;
+            while done < n {
+                let from = (self.at + done) % self.block.len();
+                let k = (n - done).min(self.block.len() - from);
+                buf[done..done + k].copy_from_slice(&self.block[from..from + k]);
+                done += k;
             }
             self.hash.update(&buf[..n]);
             self.at += n;
             Ok(n)
         }
     }
+    let block: Vec<u8> = (0..1_000_003u64)
+        .map(|x| (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .collect();
     let up = big_dir.join("up.bin");
     let mut source = Pattern {
         at: 0,
         hash: Sha256::new(),
+        block,
     };
     let started = std::time::Instant::now();
     let sent = ops

@@ -94,6 +94,27 @@ fn govc(sim: &Sim, login: Option<&str>, args: &[&str]) -> Output {
     c.stdin(std::process::Stdio::null()).output().unwrap()
 }
 
+/// `vmx-sim -d VMX ARGS...` with `input` on its standard input.
+async fn run_with_input(sim: &Sim, login: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut c = std::process::Command::new(VMX_SIM);
+    c.arg("-d").arg(sim.dir()).args(args);
+    c.env("GOVC_GUEST_LOGIN", login)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    tokio::task::spawn_blocking(move || {
+        stdin.write_all(&input).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// Runs `govc` on a blocking thread (the simulator lives on this runtime).
 async fn run(sim: &Sim, login: Option<&str>, args: &[&str]) -> Output {
     let sim2 = sim.clone();
@@ -232,6 +253,15 @@ async fn each_operation_as_root_with_govc_output_and_errors() {
         .await,
         &format!("File {} was not found", missing.display()),
     );
+    assert!(
+        !dir.0.join("x").exists(),
+        "a failed download left a local file"
+    );
+    // "-" uploads standard input.
+    let piped = work.join("piped");
+    ok(&run_with_input(&sim, &r, &["guest.upload", "-", p(&piped)], b"from stdin").await);
+    assert_eq!(std::fs::read(&piped).unwrap(), b"from stdin");
+    std::fs::remove_file(&piped).unwrap();
 
     // ls: govc's columns, -s, a missing path.
     let listing = ok(&run(&sim, l, &["guest.ls", p(&work)]).await);

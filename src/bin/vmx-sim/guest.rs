@@ -488,10 +488,13 @@ pub async fn run(dir: &Path, cmd: GuestCmd) -> Result<(), String> {
             }
             let mut file = std::fs::File::create(&dest).map_err(local("open", &dest))?;
             let mut bar = Bar::new("Downloading... ");
-            ops.download(&source, &mut file, &mut bar)
-                .await
-                .map_err(err)
-                .map(drop)
+            let result = ops.download(&source, &mut file, &mut bar).await;
+            if result.is_err() {
+                // What a failed download wrote is no copy of anything.
+                drop(file);
+                let _ = std::fs::remove_file(&dest);
+            }
+            result.map_err(err).map(drop)
         }
     }
 }

@@ -284,6 +284,42 @@ async fn each_operation_as_root_with_govc_output_and_errors() {
         &format!("File {} was not found", missing.display()),
     );
 
+    // On a terminal a transfer shows its progress (`script` gives it one).
+    let sizable = dir.0.join("sizable");
+    std::fs::write(&sizable, vec![5u8; 8 << 20]).unwrap();
+    let shown = work.join("shown");
+    let line = format!(
+        "{VMX_SIM} -d {} guest.upload {} {}",
+        sim.dir().display(),
+        sizable.display(),
+        shown.display()
+    );
+    let tty = tokio::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("GOVC_GUEST_LOGIN", &r)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{text}");
+    assert!(text.contains("Uploading... "), "no progress bar: {text:?}");
+    assert_eq!(std::fs::metadata(&shown).unwrap().len(), 8 << 20);
+
+    // A listing longer than one reply comes in pages, each entry once.
+    let many = work.join("many");
+    std::fs::create_dir(&many).unwrap();
+    for i in 0..1500 {
+        std::fs::write(many.join(format!("{i:04}-{}", "x".repeat(120))), "").unwrap();
+    }
+    let listing = ok(&run(&sim, l, &["guest.ls", "-s", p(&many)]).await);
+    let mut names: Vec<&str> = listing.lines().collect();
+    let total = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!((total, names.len()), (1502, 1502));
+    std::fs::remove_dir_all(&many).unwrap();
+
     // chmod, chown, touch.
     ok(&run(&sim, l, &["guest.chmod", "0604", p(&guest)]).await);
     assert_eq!(mode(&guest), 0o604);

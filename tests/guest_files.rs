@@ -580,6 +580,34 @@ async fn an_unprivileged_user_gets_a_shell_users_rights_and_symlinks_are_not_fol
     ok(&run(&sim, l, &["guest.rm", p(&link)]).await);
     assert!(Path::new("/etc/shadow").exists());
 
+    // A directory with a link to /etc/shadow downloads with the link as a link.
+    let linked = home.join("linked");
+    std::fs::create_dir(&linked).unwrap();
+    std::os::unix::fs::chown(&linked, Some(acc.uid), Some(acc.uid)).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", linked.join("shadow")).unwrap();
+    let tgz = dir.0.join("linked.tgz");
+    ok(&run(&sim, l, &["guest.download", p(&linked), p(&tgz)]).await);
+    let unpacked = dir.0.join("linked-unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let tar = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&unpacked)
+        .output()
+        .unwrap();
+    assert!(
+        tar.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let got = unpacked.join("shadow");
+    assert!(std::fs::symlink_metadata(&got)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_link(&got).unwrap(), Path::new("/etc/shadow"));
+
     // Upload over a link: refused, the target untouched.
     let over = home.join("over");
     std::os::unix::fs::symlink(&target, &over).unwrap();

@@ -731,13 +731,10 @@ impl<C: Carrier> GuestOps<C> {
             .map_err(|e| GuestOpsError::hgfs_fault(e, src))?;
         progress.start(size);
         let mut offset = 0u64;
-        // govmomi's toolbox ends an archive with three marker bytes; they are held back
-        // until more data shows they were not the end.
-        let mut held: Vec<u8> = Vec::with_capacity(GO_TOOLBOX_TRAILER.len());
-        let local = |source| GuestOpsError::Local {
-            what: "writing",
-            path: "the destination".into(),
-            source,
+        let mut sink = TrailerStrip {
+            out,
+            held: Vec::with_capacity(TRANSFER_CHUNK as usize + GO_TOOLBOX_TRAILER.len()),
+            strip: archive,
         };
         let result: Result<(), GuestOpsError> = async {
             loop {
@@ -754,22 +751,11 @@ impl<C: Carrier> GuestOps<C> {
                 }
                 offset += data.len() as u64;
                 progress.advance(data.len() as u64);
-                if archive {
-                    out.write_all(&held).map_err(local)?;
-                    held.clear();
-                    let keep = data.len().saturating_sub(GO_TOOLBOX_TRAILER.len());
-                    out.write_all(&data[..keep]).map_err(local)?;
-                    held.extend_from_slice(&data[keep..]);
-                } else {
-                    out.write_all(data).map_err(local)?;
-                }
+                sink.write(data).map_err(local_write)?;
             }
         }
         .await;
         progress.finish();
-        if held[..] != GO_TOOLBOX_TRAILER[..] {
-            out.write_all(&held).map_err(local)?;
-        }
         if let Err(e) = result {
             let r = session.destroy_session();
             let _ = self.hgfs(&r, src).await;
@@ -781,16 +767,52 @@ impl<C: Carrier> GuestOps<C> {
             .done(&r, &close?)
             .map_err(|e| GuestOpsError::hgfs_fault(e, src))?;
         self.close_session(session, src).await?;
-        out.flush().map_err(local)?;
+        let stripped = sink.finish().map_err(local_write)?;
         Ok(Downloaded {
-            bytes: offset
-                - if archive && held[..] == GO_TOOLBOX_TRAILER[..] {
-                    3
-                } else {
-                    0
-                },
+            bytes: offset - stripped,
             archive,
         })
+    }
+}
+
+fn local_write(source: std::io::Error) -> GuestOpsError {
+    GuestOpsError::Local {
+        what: "writing",
+        path: "the destination".into(),
+        source,
+    }
+}
+
+/// Passes a download on, but for govmomi's toolbox's end-of-archive marker: the last three
+/// bytes are held back until more data shows they were not the end.
+struct TrailerStrip<'w> {
+    out: &'w mut dyn Write,
+    held: Vec<u8>,
+    strip: bool,
+}
+
+impl TrailerStrip<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if !self.strip {
+            return self.out.write_all(data);
+        }
+        self.held.extend_from_slice(data);
+        let cut = self.held.len().saturating_sub(GO_TOOLBOX_TRAILER.len());
+        self.out.write_all(&self.held[..cut])?;
+        self.held.drain(..cut);
+        Ok(())
+    }
+
+    /// Writes what is held unless it is the marker; returns the bytes dropped.
+    fn finish(self) -> std::io::Result<u64> {
+        let dropped = if self.held[..] == GO_TOOLBOX_TRAILER[..] {
+            self.held.len() as u64
+        } else {
+            self.out.write_all(&self.held)?;
+            0
+        };
+        self.out.flush()?;
+        Ok(dropped)
     }
 }
 
@@ -854,7 +876,45 @@ mod tests {
             Some(951_782_400)
         );
         assert_eq!(parse_unix_date("2023-11-14"), None);
+        assert_eq!(parse_unix_date("Tue Nov 14 22:13 UTC 2023"), None);
         assert_eq!(parse_unix_date("Tue Nov 14 25:13:20 UTC 2023"), None);
+    }
+
+    #[test]
+    fn the_archive_marker_is_dropped_however_the_reads_split_it() {
+        let stream: Vec<u8> = b"gzip-data"
+            .iter()
+            .chain(&GO_TOOLBOX_TRAILER)
+            .copied()
+            .collect();
+        for split in 0..=stream.len() {
+            for second in split..=stream.len() {
+                let mut out = Vec::new();
+                let mut sink = TrailerStrip {
+                    out: &mut out,
+                    held: Vec::new(),
+                    strip: true,
+                };
+                for part in [&stream[..split], &stream[split..second], &stream[second..]] {
+                    sink.write(part).unwrap();
+                }
+                assert_eq!(sink.finish().unwrap(), 3);
+                assert_eq!(out, b"gzip-data", "split at {split}, {second}");
+            }
+        }
+        // Without the marker nothing is dropped; a plain file is never touched.
+        for strip in [true, false] {
+            let mut out = Vec::new();
+            let mut sink = TrailerStrip {
+                out: &mut out,
+                held: Vec::new(),
+                strip,
+            };
+            sink.write(b"ab").unwrap();
+            sink.write(&GO_TOOLBOX_TRAILER[..2]).unwrap();
+            assert_eq!(sink.finish().unwrap(), 0);
+            assert_eq!(out.len(), 4);
+        }
     }
 
     #[test]

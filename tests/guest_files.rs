@@ -420,6 +420,9 @@ async fn each_operation_as_root_with_govc_output_and_errors() {
     ok(&run(&sim, l, &["guest.rmdir", "-r", p(&bdir)]).await);
     assert!(!bdir.exists());
 
+    // A usage error exits 1, as govc's do.
+    let out = run(&sim, l, &["guest.chmod", p(&work)]).await;
+    assert_eq!(out.status.code(), Some(1));
     // No login at all is refused before anything is sent, as govc does.
     fails_with(
         &run(&sim, None, &["guest.ls", p(&work)]).await,

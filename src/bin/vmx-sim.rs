@@ -316,7 +316,18 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(guest::govc_flags(std::env::args()));
+    // As govc: a usage error exits 1, help 0.
+    let cli = match Cli::try_parse_from(guest::govc_flags(std::env::args())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -93,3 +93,27 @@ pub fn hgfs_packet_in(root: &Path, data: &[u8]) {
         }
     }
 }
+
+/// Every host-side reply parser of [`crate::client`] over `data` as the reply to each kind of
+/// request: errors are fine, a panic or a read longer than asked is not.
+pub fn client_reply(data: &[u8]) {
+    use crate::client::{Client, ClientError};
+    use crate::proto::{OpenFlags, OPEN_MODE_READ_ONLY};
+    let mut c = Client::new();
+    let r = c.create_session(LARGE_PACKET_MAX);
+    let _ = c.clone().accept_session(&r, data);
+    let r = c.open(b"/x", OPEN_MODE_READ_ONLY, OpenFlags::OPEN, None);
+    let _ = c.opened(&r, data);
+    for asked in [0, 1, crate::client::TRANSFER_CHUNK] {
+        let r = c.read(1, 0, asked);
+        match c.read_data(&r, data, asked) {
+            Ok(d) => assert!(d.len() <= asked as usize),
+            Err(ClientError::Overlong { .. } | ClientError::Malformed { .. }) => {}
+            Err(_) => {}
+        }
+    }
+    let r = c.write(1, 0, b"data");
+    let _ = c.written(&r, data);
+    let r = c.close(1);
+    let _ = c.done(&r, data);
+}

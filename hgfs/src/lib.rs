@@ -5,6 +5,7 @@
 //! authenticated user, so every file access happens with that user's rights.
 //!
 //! - [`proto`]: the wire format, free of I/O.
+//! - [`client`]: the host's side of a transfer, free of I/O.
 //! - [`Server`]: sessions, bounded handle tables, dispatch.
 //! - [`FileHandler`] / [`OpenFile`]: what a path stands for; [`PlainFiles`] is the
 //!   default, other handlers (directory archives, process stdio) register in front of it.
@@ -13,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod archive;
+pub mod client;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

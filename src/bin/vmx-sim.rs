@@ -3,6 +3,9 @@
 
 #![forbid(unsafe_code)]
 
+#[path = "vmx-sim/guest.rs"]
+mod guest;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,8 +16,8 @@ use toolbox::sim::{Client, Control, ControlReply, Faults, GuestReport, Sim};
 #[derive(Debug, Parser)]
 #[command(name = "vmx-sim", version, disable_help_subcommand = true)]
 struct Cli {
-    /// Directory of a running simulator.
-    #[arg(short = 'd', long, global = true)]
+    /// Directory of a running simulator (before the command: govc's `-d` flags come after it).
+    #[arg(short = 'd', long)]
     dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
@@ -79,6 +82,9 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// govc's guest file commands (guest.ls, guest.upload, ...).
+    #[command(flatten)]
+    Guest(guest::GuestCmd),
     /// Inject a fault: drop, garbage, delay MS, refuse PREFIX, clear.
     Fault {
         /// What.
@@ -184,6 +190,7 @@ async fn serve(dir: PathBuf, greet: bool) -> ExitCode {
 async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Serve { .. } => Ok(()),
+        Cmd::Guest(g) => guest::run(&dir, g).await,
         Cmd::VmIp { timeout } => {
             let deadline = Instant::now() + Duration::from_secs(timeout);
             loop {
@@ -309,7 +316,18 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // As govc: a usage error exits 1, help 0.
+    let cli = match Cli::try_parse_from(guest::govc_flags(std::env::args())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

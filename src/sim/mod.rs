@@ -8,6 +8,8 @@
 //! takes JSON-line commands from `vmx-sim -d DIR ...` and from tests. Faults: drop the channel,
 //! send garbage, delay or refuse replies.
 
+pub mod guestops;
+
 use crate::guestinfo::info_type;
 use crate::guestinfo::xdr::{self, NicInfo};
 use crate::service::channel::PacketReader;
@@ -127,6 +129,14 @@ pub enum Control {
     /// Send a TCLO request and return the guest's reply.
     Tclo {
         /// Request text.
+        request: String,
+        /// Milliseconds to wait for a connected guest and its reply.
+        timeout_ms: u64,
+    },
+    /// Send a binary TCLO request (base64) and return the guest's reply (base64): VIX
+    /// relayed commands, whose messages are binary.
+    TcloBinary {
+        /// Request bytes, base64.
         request: String,
         /// Milliseconds to wait for a connected guest and its reply.
         timeout_ms: u64,
@@ -668,6 +678,26 @@ impl Sim {
                     ..ControlReply::default()
                 },
             },
+            Control::TcloBinary {
+                request,
+                timeout_ms,
+            } => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let Ok(bytes) = b64.decode(&request) else {
+                    return ControlReply {
+                        error: Some("the request is not base64".into()),
+                        ..ControlReply::default()
+                    };
+                };
+                match self.tclo(&bytes, Duration::from_millis(timeout_ms)).await {
+                    Ok(r) => ok(Some(b64.encode(r))),
+                    Err(e) => ControlReply {
+                        error: Some(e),
+                        ..ControlReply::default()
+                    },
+                }
+            }
             Control::State => ControlReply {
                 ok: true,
                 state: Some(self.report()),

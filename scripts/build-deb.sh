@@ -34,12 +34,25 @@ install -D -m 0644 "$gen/toolbox.fish" "$root/usr/share/fish/vendor_completions.
 
 doc=$root/usr/share/doc/toolbox
 install -D -m 0644 packaging/debian/copyright "$doc/copyright"
-sed "s/@VERSION@/$version/" packaging/debian/changelog | gzip -9n >"$doc/changelog.Debian.gz"
-chmod 0644 "$doc/changelog.Debian.gz"
+# Who signs the package: set DEB_MAINTAINER for a release.
+maintainer=${DEB_MAINTAINER:-toolbox maintainers <toolbox@example.org>}
+# A native package (no Debian revision): its changelog is changelog.gz.
+sed -e "s/@VERSION@/$version/" -e "s/@MAINTAINER@/$maintainer/" packaging/debian/changelog |
+    gzip -9n >"$doc/changelog.gz"
+chmod 0644 "$doc/changelog.gz"
 
 install -d -m 0755 "$root/DEBIAN"
 size=$(du -k -s --apparent-size "$root" | cut -f1)
-sed -e "s/@VERSION@/$version/" -e "s/@SIZE@/$size/" packaging/debian/control >"$root/DEBIAN/control"
+# Depends follows what the binary links: libpam only once something reaches the PAM backend.
+depends="libc6 (>= 2.34)"
+if readelf -d "$bin" | grep -q 'NEEDED.*libpam'; then
+    depends="$depends, libpam0g (>= 0.99.7.1)"
+fi
+if readelf -d "$bin" | grep -q 'NEEDED.*libgcc_s'; then
+    depends="$depends, libgcc-s1 (>= 3.0)"
+fi
+sed -e "s/@VERSION@/$version/" -e "s/@SIZE@/$size/" -e "s/@DEPENDS@/$depends/" -e "s/@MAINTAINER@/$maintainer/" \
+    packaging/debian/control >"$root/DEBIAN/control"
 install -m 0644 packaging/debian/conffiles "$root/DEBIAN/conffiles"
 for script in postinst prerm postrm; do
     install -m 0755 "packaging/debian/$script" "$root/DEBIAN/$script"

@@ -28,7 +28,7 @@ pub enum DropIn {
 pub const NAMES: [&str; 3] = ["vmware-rpctool", "vmware-checkvm", "vmtoolsd"];
 
 impl DropIn {
-    /// The drop-in a program name (argv[0], any directory) stands for.
+    /// The drop-in a program name (`argv[0]`, any directory) stands for.
     pub fn from_program(program: &str) -> Option<DropIn> {
         match program.rsplit('/').next().unwrap_or(program) {
             "vmware-rpctool" => Some(DropIn::RpcTool),

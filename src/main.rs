@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The drop-in named by argv[0], or by argv[1] after a `toolbox` argv[0], and its arguments.
+/// The drop-in named by `argv[0]`, or by `argv[1]` after a `toolbox` `argv[0]`, and its arguments.
 fn drop_in(args: &[String]) -> Option<(DropIn, &[String])> {
     let (program, rest) = args.split_first()?;
     if let Some(which) = DropIn::from_program(program) {

@@ -371,3 +371,40 @@ async fn config_check_accepts_the_shipped_files_and_names_a_bad_one() {
     assert!(text(&out.stderr).contains("bad.toml"), "{out:?}");
     assert!(out.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_sent_to_systemd_once_the_tclo_channel_is_up() {
+    let dir = TempDir::new("notify");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    let vmx = dir.path().join("vmx");
+    let config = dir.write("toolbox.toml", QUIET_CONFIG);
+    let mut agent = tokio::process::Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .arg(format!("--transport=unix:{}", vmx.display()))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("TOOLBOX_ASSUME_VMWARE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    // No VMX yet: the agent cannot be ready.
+    assert_eq!(
+        notify.recv(&mut buf).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+    let sim = toolbox::sim::Sim::start(&vmx, true).await.unwrap();
+    tools_running(&sim).await;
+    notify.set_nonblocking(false).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = notify
+        .recv(&mut buf)
+        .expect("READY=1 within 10 s of tools running");
+    assert_eq!(text(&buf[..n]).trim_end(), "READY=1");
+    agent.kill().await.unwrap();
+}

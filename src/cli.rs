@@ -290,7 +290,7 @@ fn generate(dir: &std::path::Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn init_logging(level: &str, standalone: bool) {
+fn init_logging(level: &str, output: crate::config::LogOutput, standalone: bool) {
     // TOOLBOX_LOG overrides the configured level; standalone mode shows at least info.
     let mut level: tracing::Level = std::env::var("TOOLBOX_LOG")
         .ok()
@@ -300,11 +300,13 @@ fn init_logging(level: &str, standalone: bool) {
     if standalone && level < tracing::Level::INFO {
         level = tracing::Level::INFO;
     }
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match output {
+        crate::config::LogOutput::Stderr => logs.with_writer(std::io::stderr).try_init(),
+        crate::config::LogOutput::Stdout => logs.with_writer(std::io::stdout).try_init(),
+    };
 }
 
 /// Tells systemd (`Type=notify`) that the agent is up; a no-op outside systemd.
@@ -326,7 +328,7 @@ fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
     if let Some(t) = &cli.transport {
         config.transport = t.clone();
     }
-    init_logging(&config.log_level, cli.standalone);
+    init_logging(&config.log_level, config.log_output, cli.standalone);
     // Off VMware no VMX transport can ever work: say so and stop, as vmtoolsd does, rather than
     // retry forever. (`unix:DIR` needs no hypervisor.)
     if !matches!(config.transport, Transport::Unix(_)) && !assume_vmware {

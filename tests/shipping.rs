@@ -84,6 +84,7 @@ fn the_shipped_configs_are_valid() {
     .unwrap();
     assert_eq!(lk.power.method, toolbox::config::PowerMethod::Pid1Signal);
     assert_eq!(lk.power.pid1, 1);
+    assert_eq!(lk.log_output, toolbox::config::LogOutput::Stdout);
     let deb = toolbox::config::Config::parse(
         &repo_file("packaging/toolbox.toml"),
         Path::new("packaging/toolbox.toml"),
@@ -407,4 +408,39 @@ async fn readiness_is_sent_to_systemd_once_the_tclo_channel_is_up() {
         .expect("READY=1 within 10 s of tools running");
     assert_eq!(text(&buf[..n]).trim_end(), "READY=1");
     agent.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_output_stdout_puts_the_agents_log_on_stdout() {
+    let dir = TempDir::new("log-stdout");
+    let sim = sim(&dir).await;
+    let config = dir.write(
+        "toolbox.toml",
+        &format!("log_output = \"stdout\"\n{QUIET_CONFIG}"),
+    );
+    let agent = tokio::process::Command::new(BIN)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .arg(format!("--transport=unix:{}", sim.dir().display()))
+        .env_remove("TOOLBOX_ASSUME_VMWARE")
+        .env_remove("TOOLBOX_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tools_running(&sim).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), agent.wait_with_output())
+        .await
+        .expect("the agent stops on SIGTERM")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("starting"), "{stdout}");
+    assert!(stdout.contains("stopped"), "{stdout}");
+    assert_eq!(text(&out.stderr), "");
 }

@@ -67,6 +67,9 @@ pub struct Env {
     pub transport: Option<String>,
     /// `TOOLBOX_ASSUME_VMWARE=1`.
     pub assume_vmware: bool,
+    /// The program name as started (argv\[0\]), which rpctool.c prints in its error as is;
+    /// `None`: the drop-in's own name.
+    pub program: Option<String>,
 }
 
 impl Env {
@@ -75,6 +78,7 @@ impl Env {
         Env {
             transport: std::env::var("TOOLBOX_TRANSPORT").ok(),
             assume_vmware: assume_vmware_from_env(),
+            program: None,
         }
     }
 
@@ -162,7 +166,7 @@ fn rpctool(args: &[String], env: &Env, out: &mut dyn Write, err: &mut dyn Write)
         writeln!(
             err,
             "Error: {} must be run inside a virtual machine on a VMware hypervisor product.",
-            DropIn::RpcTool.name()
+            env.program.as_deref().unwrap_or(DropIn::RpcTool.name())
         )?;
         return Ok(Outcome::Exit(EXIT_NOT_VIRTUAL));
     }
@@ -387,7 +391,7 @@ mod tests {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let env = Env {
             transport: Some("unix:/nonexistent-dir".into()),
-            assume_vmware: false,
+            ..Env::default()
         };
         let o = run(DropIn::Vmtoolsd, &words(line), &env, &mut out, &mut err);
         (o, String::from_utf8_lossy(&err).into_owned())
@@ -444,7 +448,7 @@ mod tests {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let env = Env {
             transport: Some("carrier-pigeon".into()),
-            assume_vmware: false,
+            ..Env::default()
         };
         let o = run(DropIn::RpcTool, &words("ping"), &env, &mut out, &mut err);
         assert_eq!(o, Outcome::Exit(1));

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     // Arguments that are not UTF-8 are clap's to report.
     let args: Option<Vec<String>> = std::env::args_os().map(|a| a.into_string().ok()).collect();
     let cli = match args.as_deref().and_then(drop_in) {
-        Some((which, rest)) => match run_drop_in(which, rest) {
+        Some((which, program, rest)) => match run_drop_in(which, program, rest) {
             Ok(cli) => cli,
             Err(code) => return code,
         },
@@ -36,23 +36,26 @@ fn main() -> ExitCode {
 }
 
 /// The drop-in named by `argv[0]`, or by `argv[1]` after a `toolbox` `argv[0]`, and its arguments.
-fn drop_in(args: &[String]) -> Option<(DropIn, &[String])> {
+fn drop_in(args: &[String]) -> Option<(DropIn, &str, &[String])> {
     let (program, rest) = args.split_first()?;
     if let Some(which) = DropIn::from_program(program) {
-        return Some((which, rest));
+        return Some((which, program.as_str(), rest));
     }
     let (name, rest) = rest.split_first()?;
     dropin::NAMES
         .contains(&name.as_str())
         .then(|| DropIn::from_program(name))
         .flatten()
-        .map(|which| (which, rest))
+        .map(|which| (which, name.as_str(), rest))
 }
 
 /// Runs a drop-in; plain `vmtoolsd` becomes `toolbox run`.
-fn run_drop_in(which: DropIn, rest: &[String]) -> Result<Cli, ExitCode> {
+fn run_drop_in(which: DropIn, program: &str, rest: &[String]) -> Result<Cli, ExitCode> {
     init_stderr_logging();
-    let env = dropin::Env::from_process();
+    let env = dropin::Env {
+        program: Some(program.to_owned()),
+        ..dropin::Env::from_process()
+    };
     let outcome = dropin::run(
         which,
         rest,

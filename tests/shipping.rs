@@ -312,9 +312,13 @@ async fn off_vmware_each_name_says_so_as_the_original() {
     let rpctool = run_as(&bin.join("vmware-rpctool"), &["info-get guestinfo.x"], None).await;
     // rpctool.c returns -1 from main.
     assert_eq!(rpctool.status.code(), Some(255));
+    // rpctool.c names itself by argv[0] as given; checkvm.c by its base name.
     assert_eq!(
         text(&rpctool.stderr),
-        "Error: vmware-rpctool must be run inside a virtual machine on a VMware hypervisor product.\n"
+        format!(
+            "Error: {} must be run inside a virtual machine on a VMware hypervisor product.\n",
+            bin.join("vmware-rpctool").display()
+        )
     );
     let checkvm = run_as(&bin.join("vmware-checkvm"), &["-p"], None).await;
     assert_eq!(checkvm.status.code(), Some(1));

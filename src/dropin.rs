@@ -247,7 +247,7 @@ fn checkvm(args: &[String], env: &Env, out: &mut dyn Write, err: &mut dyn Write)
 
 /// vmtoolsd's options that take a value, which this agent accepts and ignores (it has one
 /// service and no plugins). `cmdLine.c` lists them.
-const IGNORED_WITH_VALUE: [&str; 4] = ["--common-path", "--plugin-path", "-p", "--debug"];
+const IGNORED_WITH_VALUE: [&str; 5] = ["--common-path", "--plugin-path", "-p", "--debug", "-g"];
 
 fn vmtoolsd(args: &[String], env: &Env, out: &mut dyn Write, err: &mut dyn Write) -> Written {
     let parse_failed = |err: &mut dyn Write, msg: String| -> Written {
@@ -418,7 +418,7 @@ mod tests {
     fn plain_vmtoolsd_runs_the_agent_with_its_config() {
         assert_eq!(vmtoolsd_outcome("").0, Outcome::RunAgent { config: None });
         assert_eq!(
-            vmtoolsd_outcome("-n vmsvc -l --config=/etc/t.toml --plugin-path /x").0,
+            vmtoolsd_outcome("-n vmsvc -l --config=/etc/t.toml --plugin-path /x -g /y").0,
             Outcome::RunAgent {
                 config: Some("/etc/t.toml".into())
             }

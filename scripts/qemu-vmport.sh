@@ -79,6 +79,8 @@ echo 'nogroup:x:65534:' >"$WORK/root/etc/group"
 cp "$BUSYBOX" "$WORK/root/bin/busybox"
 ln -s busybox "$WORK/root/bin/sh"
 cp "$BIN" "$WORK/root/bin/toolbox"
+ln -s toolbox "$WORK/root/bin/vmware-checkvm"
+ln -s toolbox "$WORK/root/bin/vmware-rpctool"
 cat >"$WORK/root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
@@ -90,6 +92,10 @@ run env-override env TOOLBOX_ASSUME_VMWARE=1 /bin/toolbox check
 run no-override /bin/toolbox check
 run rpc /bin/toolbox --assume-vmware --transport backdoor rpc ping
 run noperm /bin/busybox su -s /bin/sh nobody -c '/bin/toolbox --assume-vmware check'
+run dropin-checkvm env TOOLBOX_ASSUME_VMWARE=1 /bin/vmware-checkvm
+run dropin-checkvm-p env TOOLBOX_ASSUME_VMWARE=1 /bin/vmware-checkvm -p
+run dropin-checkvm-off /bin/vmware-checkvm
+run dropin-rpctool env TOOLBOX_ASSUME_VMWARE=1 TOOLBOX_TRANSPORT=backdoor /bin/vmware-rpctool ping
 echo "GUEST DONE"
 /bin/busybox poweroff -f
 INIT
@@ -127,10 +133,16 @@ expect "$WORK/vmport-on.log" no-override 1 '^toolbox: not running on VMware: the
 expect "$WORK/vmport-on.log" rpc 1 '^toolbox: backdoor rpci channel: open refused by the VMX'
 # Unprivileged on a non-VMware hypervisor: refused before the instruction could fault.
 expect "$WORK/vmport-on.log" noperm 1 '^toolbox: not running on VMware, and without I/O permission'
+# The drop-in names, as open-vm-tools' checkvm.c and rpctool.c answer.
+expect "$WORK/vmport-on.log" dropin-checkvm 0 '^VMware software version 6 \(good\)$'
+expect "$WORK/vmport-on.log" dropin-checkvm-p 0 '^ESX Server$'
+expect "$WORK/vmport-on.log" dropin-checkvm-off 1 '^Error: vmware-checkvm must be run inside a virtual machine on a VMware hypervisor product\.$'
+expect "$WORK/vmport-on.log" dropin-rpctool 1 'open refused by the VMX'
 
 boot pc,vmport=off "$WORK/vmport-off.log"
 expect "$WORK/vmport-off.log" check 1 '^toolbox: the backdoor did not answer GETVERSION'
 expect "$WORK/vmport-off.log" rpc 1 '^toolbox: backdoor rpci channel: open refused by the VMX'
+expect "$WORK/vmport-off.log" dropin-checkvm 1 "^vmware-checkvm: Couldn't get version$"
 
 if [ "$failures" -ne 0 ]; then
     echo "qemu-vmport: $failures check(s) failed"

@@ -12,7 +12,15 @@ use toolbox_rpc::{RpciError, Transport, TransportError};
 
 /// An in-guest VMware tools agent.
 #[derive(Debug, PartialEq, Eq, Parser)]
-#[command(name = "toolbox", version, about, disable_help_subcommand = true)]
+#[command(
+    name = "toolbox",
+    version,
+    about,
+    disable_help_subcommand = true,
+    after_help = "Also answers as vmware-rpctool, vmware-checkvm and vmtoolsd (--cmd, --cmdfile; \
+                  plain vmtoolsd runs the agent) when called by those names (symlinks) or as \
+                  `toolbox vmware-rpctool ARGS...`; they take the transport from TOOLBOX_TRANSPORT."
+)]
 pub struct Cli {
     /// Where the VMX is: backdoor, vsock, unix:DIR or auto (vsock, then backdoor). Overrides
     /// the config file's `transport`.
@@ -59,10 +67,33 @@ pub enum Command {
         #[arg(short, long)]
         product: bool,
     },
+    /// Check a config file (default: -c FILE, else /etc/toolbox/toolbox.toml) and print it
+    /// with every default filled in.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        op: ConfigOp,
+    },
+    /// Internal: write the man page and shell completions into DIR (packaging).
+    #[command(name = "__generate", hide = true)]
+    Generate {
+        /// Where to write toolbox.1, toolbox.bash, _toolbox (zsh) and toolbox.fish.
+        dir: PathBuf,
+    },
     /// Internal: a guest-operations helper, started by the agent with a socket on stdin (see
     /// `guestops::helper`). Not for use by hand.
     #[command(name = "__guestops-helper", hide = true)]
     GuestOpsHelper,
+}
+
+/// Config file operations.
+#[derive(Debug, PartialEq, Eq, Subcommand)]
+pub enum ConfigOp {
+    /// Parse and validate; exit 1 with the reason if the file is unusable.
+    Check {
+        /// The file (overrides -c).
+        file: Option<PathBuf>,
+    },
 }
 
 /// guestinfo operations.
@@ -106,6 +137,9 @@ pub enum CliError {
     /// A guest-operations helper stopped on an error (already printed).
     #[error("guest-operations helper stopped")]
     Helper,
+    /// `config check` of a file that does not exist.
+    #[error("{0}: no such file")]
+    ConfigMissing(PathBuf),
     /// GETVERSION had no answer.
     #[error("the backdoor did not answer GETVERSION: no VMware backdoor on port 0x5658")]
     NoVersion,
@@ -190,6 +224,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             drop(out);
             return run_agent(&cli, assume);
         }
+        Command::Config {
+            op: ConfigOp::Check { file },
+        } => {
+            let path = file.as_deref().or(cli.config.as_deref());
+            let shown = path.unwrap_or(std::path::Path::new(crate::config::DEFAULT_PATH));
+            if path.is_none() && !shown.exists() {
+                return Err(CliError::ConfigMissing(shown.to_owned()));
+            }
+            let config = Config::load(Some(shown))?;
+            writeln!(out, "{}: ok", shown.display())?;
+            writeln!(out, "{config:#?}")?;
+        }
+        Command::Generate { dir } => generate(dir)?,
         Command::Rpc { request } => {
             let mut rpci = connect_rpci(&transport, assume, true)?;
             let reply = rpci.call(request.as_bytes())?;
@@ -228,7 +275,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     Ok(())
 }
 
-fn init_logging(level: &str, standalone: bool) {
+/// Writes the man page and the bash, zsh and fish completions generated from the CLI.
+fn generate(dir: &std::path::Path) -> Result<(), CliError> {
+    use clap::CommandFactory;
+    use clap_complete::{generate_to, Shell};
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    std::fs::write(dir.join("toolbox.1"), page)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        generate_to(shell, &mut cmd, "toolbox", dir)?;
+    }
+    Ok(())
+}
+
+fn init_logging(level: &str, output: crate::config::LogOutput, standalone: bool) {
     // TOOLBOX_LOG overrides the configured level; standalone mode shows at least info.
     let mut level: tracing::Level = std::env::var("TOOLBOX_LOG")
         .ok()
@@ -238,11 +300,21 @@ fn init_logging(level: &str, standalone: bool) {
     if standalone && level < tracing::Level::INFO {
         level = tracing::Level::INFO;
     }
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match output {
+        crate::config::LogOutput::Stderr => logs.with_writer(std::io::stderr).try_init(),
+        crate::config::LogOutput::Stdout => logs.with_writer(std::io::stdout).try_init(),
+    };
+}
+
+/// Tells systemd (`Type=notify`) that the agent is up; a no-op outside systemd.
+fn notify_systemd_ready() {
+    match sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        Ok(()) => tracing::debug!("TCLO channel up; readiness sent"),
+        Err(e) => tracing::warn!(error = %e, "telling systemd we are ready"),
+    }
 }
 
 /// At most this many threads do blocking work at once.
@@ -256,7 +328,7 @@ fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
     if let Some(t) = &cli.transport {
         config.transport = t.clone();
     }
-    init_logging(&config.log_level, cli.standalone);
+    init_logging(&config.log_level, config.log_output, cli.standalone);
     // Off VMware no VMX transport can ever work: say so and stop, as vmtoolsd does, rather than
     // retry forever. (`unix:DIR` needs no hypervisor.)
     if !matches!(config.transport, Transport::Unix(_)) && !assume_vmware {
@@ -278,6 +350,7 @@ fn run_agent(cli: &Cli, assume_vmware: bool) -> Result<(), CliError> {
         let service = crate::agent::builder(config)
             .assume_vmware(assume_vmware)
             .trace(cli.standalone)
+            .on_ready(notify_systemd_ready)
             .build();
         let stop = service.stop_handle();
         tokio::spawn(async move {

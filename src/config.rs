@@ -3,6 +3,7 @@
 //! ```toml
 //! transport = "auto"            # auto | backdoor | vsock | unix:DIR
 //! log_level = "info"            # error | warn | info | debug | trace
+//! log_output = "stderr"         # stderr (journald) | stdout (LinuxKit's service logs)
 //!
 //! [power]
 //! method = "systemd"            # systemd | pid1-signal | syscall | command | none
@@ -38,6 +39,17 @@ use toolbox_rpc::Transport;
 
 /// Where the configuration is read from when no path is given, if it exists.
 pub const DEFAULT_PATH: &str = "/etc/toolbox/toolbox.toml";
+
+/// Where the agent's log lines go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogOutput {
+    /// Standard error (systemd hands it to journald).
+    #[default]
+    Stderr,
+    /// Standard output (LinuxKit collects a service's stdout as its log).
+    Stdout,
+}
 
 /// How halt and reboot are carried out once the scripts ran.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -196,6 +208,8 @@ pub struct Config {
     pub transport: Transport,
     /// Log level.
     pub log_level: String,
+    /// Where log lines go.
+    pub log_output: LogOutput,
     /// Power operations.
     pub power: PowerConfig,
     /// Guest info.
@@ -213,6 +227,7 @@ impl Default for Config {
         Config {
             transport: Transport::Auto,
             log_level: "info".into(),
+            log_output: LogOutput::Stderr,
             power: PowerConfig::default(),
             guestinfo: GuestInfoConfig::default(),
             guestoperations: GuestOperationsConfig::default(),

@@ -4,7 +4,8 @@
 //! the agent built on it: [`service`] (the TCLO loop and its [`dispatch`]er), [`guestinfo`] and
 //! its [`xdr`](guestinfo::xdr) encoding, [`power`] operations, [`config`], the command line
 //! ([`cli`]); guest operations: the [`vix`] codec and command server, [`auth`]entication and
-//! per-user helper processes ([`guestops`]). [`agent`] wires the features together.
+//! per-user helper processes ([`guestops`]). [`agent`] wires the features together;
+//! [`dropin`] answers as `vmware-rpctool`, `vmware-checkvm` and `vmtoolsd`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod dispatch;
+pub mod dropin;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guestinfo;

@@ -186,6 +186,21 @@ pub struct ServiceBuilder {
     assume_vmware: bool,
     trace: bool,
     registry: Registry,
+    on_ready: ReadyHook,
+}
+
+/// Called once, when the first TCLO channel is up (systemd's `READY=1`).
+#[derive(Default)]
+struct ReadyHook(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl std::fmt::Debug for ReadyHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ReadyHook(set)"
+        } else {
+            "ReadyHook(none)"
+        })
+    }
 }
 
 impl ServiceBuilder {
@@ -198,7 +213,15 @@ impl ServiceBuilder {
             assume_vmware: false,
             trace: false,
             registry: Registry::default(),
+            on_ready: ReadyHook::default(),
         }
+    }
+
+    /// Calls `f` once, when the first TCLO channel to the VMX is open (e.g. to tell systemd
+    /// the service is ready). Later reconnects do not call it again.
+    pub fn on_ready(mut self, f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        self.on_ready = ReadyHook(Some(Box::new(f)));
+        self
     }
 
     /// Adds a feature.
@@ -272,6 +295,7 @@ impl ServiceBuilder {
             shared,
             dispatcher,
             start_hooks,
+            on_ready: self.on_ready,
         }
     }
 }
@@ -282,6 +306,7 @@ pub struct Service {
     shared: Arc<Shared>,
     dispatcher: Dispatcher,
     start_hooks: Vec<StartHook>,
+    on_ready: ReadyHook,
 }
 
 impl std::fmt::Debug for Service {
@@ -361,7 +386,13 @@ impl Service {
         let mut last_error = String::new();
         while !*stop.borrow() {
             let started = Instant::now();
-            let result = match self.open_tclo().await {
+            let conn = self.open_tclo().await;
+            if conn.is_ok() {
+                if let Some(ready) = self.on_ready.0.take() {
+                    ready();
+                }
+            }
+            let result = match conn {
                 Ok(TcloConn::Stream(s)) => self.stream_session(s, &mut stop).await,
                 Ok(TcloConn::Backdoor(chan)) => self.backdoor_session(chan, &mut stop).await,
                 Err(e) => Err(e),

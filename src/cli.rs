@@ -74,7 +74,9 @@ pub enum Command {
         #[command(subcommand)]
         op: ConfigOp,
     },
-    /// Internal: write the man page and shell completions into DIR (packaging).
+    /// Internal: write the man page and shell completions into DIR (packaging; builds with the
+    /// `generate` feature).
+    #[cfg(feature = "generate")]
     #[command(name = "__generate", hide = true)]
     Generate {
         /// Where to write toolbox.1, toolbox.bash, _toolbox (zsh) and toolbox.fish.
@@ -236,6 +238,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             writeln!(out, "{}: ok", shown.display())?;
             writeln!(out, "{config:#?}")?;
         }
+        #[cfg(feature = "generate")]
         Command::Generate { dir } => generate(dir)?,
         Command::Rpc { request } => {
             let mut rpci = connect_rpci(&transport, assume, true)?;
@@ -276,6 +279,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// Writes the man page and the bash, zsh and fish completions generated from the CLI.
+#[cfg(feature = "generate")]
 fn generate(dir: &std::path::Path) -> Result<(), CliError> {
     use clap::CommandFactory;
     use clap_complete::{generate_to, Shell};

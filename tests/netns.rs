@@ -108,8 +108,8 @@ async fn guest_info_reports_exactly_the_namespace_network() {
     assert_eq!(eth0.ips[0], "192.0.2.10/24");
     assert_eq!(
         eth0.ip_origin_status[0],
-        (None, Some(1)),
-        "IPv4: preferred, origin unknown"
+        (Some(2), Some(1)),
+        "permanent IPv4: manual, preferred"
     );
     let v6 = eth0
         .ips

@@ -328,6 +328,26 @@ pub fn gather_nic_info(filter: &NicFilter) -> NicInfo {
     }
 }
 
+/// What `info update network` sends: NICs, addresses, routes and DNS.
+pub fn gather_network(filter: &NicFilter) -> NicInfo {
+    let mut info = gather_nic_info(filter);
+    let node = nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    info.dns = Some(dns_info(&node));
+    info
+}
+
+/// resolv.conf with the host and domain names filled in as vmtoolsd reports them.
+fn dns_info(node: &str) -> DnsConfig {
+    let mut dns = parse_resolv_conf(&read("/etc/resolv.conf"));
+    dns.host_name = Some(node.to_string());
+    if dns.domain_name.is_none() {
+        dns.domain_name = node.split_once('.').map(|(_, d)| d.to_string());
+    }
+    dns
+}
+
 /// Reads the running system (disks too when `disk_info`).
 pub fn gather(filter: &NicFilter, disk_info: bool) -> Snapshot {
     let mut nic_info = gather_nic_info(filter);
@@ -340,19 +360,12 @@ pub fn gather(filter: &NicFilter, disk_info: bool) -> Snapshot {
     let node = uts_field(|u| u.nodename());
     let release = uts_field(|u| u.release());
     let machine = uts_field(|u| u.machine());
-    let mut dns = parse_resolv_conf(&read("/etc/resolv.conf"));
-    let host_name = if node.contains('.') {
-        node.clone()
-    } else {
-        match &dns.domain_name {
-            Some(d) => format!("{node}.{d}"),
-            None => node.clone(),
-        }
+    let dns = dns_info(&node);
+    // A dotted node name fills in the domain itself, so this only adds resolv.conf's.
+    let host_name = match &dns.domain_name {
+        Some(d) if !node.contains('.') => format!("{node}.{d}"),
+        _ => node.clone(),
     };
-    dns.host_name = Some(node.clone());
-    if dns.domain_name.is_none() {
-        dns.domain_name = node.split_once('.').map(|(_, d)| d.to_string());
-    }
     let mut os = parse_os_release(&read("/etc/os-release"));
     if os.is_empty() {
         os = parse_os_release(&read("/usr/lib/os-release"));

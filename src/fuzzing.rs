@@ -52,7 +52,10 @@ pub fn rtnetlink(data: &[u8]) {
     let mut nics = vec![crate::guestinfo::xdr::Nic::default()];
     netlink::offer_addr(data, &links, &mut nics);
     assert!(nics[0].ips.len() <= 1);
-    let mut caps = RouteCaps { v4_left: 1, v6_left: 1 };
+    let mut caps = RouteCaps {
+        v4_left: 1,
+        v6_left: 1,
+    };
     let mut routes = Vec::new();
     netlink::offer_route(data, &[0, 254], &links, &mut caps, &mut routes);
     assert!(routes.len() <= 1);

@@ -68,6 +68,22 @@ impl GuestInfo {
         gather(&self.filter, self.disk_info)
     }
 
+    /// A snapshot taken on the blocking pool: with thousands of interfaces and a wildcard
+    /// `primary_nics` the link dump alone takes tens of milliseconds, and statvfs touches every
+    /// reported filesystem, neither of which the loop should wait for. `None` when the pool is
+    /// gone (the service is stopping).
+    async fn snapshot_off_loop(&self, ctx: &Context) -> Option<Snapshot> {
+        let filter = self.filter.clone();
+        let disk_info = self.disk_info;
+        match ctx.blocking(move || gather(&filter, disk_info)).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                debug!(error = %e, "guest info gather");
+                None
+            }
+        }
+    }
+
     /// Asks the worker to resend everything (from `snap` when given).
     fn force_push(&self, snap: Option<Snapshot>) {
         let mut q = self.queued.lock().unwrap_or_else(|e| e.into_inner());
@@ -163,20 +179,29 @@ impl GuestInfo {
                 None
             }
         };
-        self.send(&ctx, &self.snapshot(), false).await;
+        if let Some(snap) = self.snapshot_off_loop(&ctx).await {
+            self.send(&ctx, &snap, false).await;
+        }
         loop {
             tokio::select! {
                 r = tick_or_never(timer.as_ref()) => {
                     if let Err(e) = r {
                         warn!(error = %e, "guest info timer");
                     }
-                    self.send(&ctx, &self.snapshot(), false).await;
+                    if let Some(snap) = self.snapshot_off_loop(&ctx).await {
+                        self.send(&ctx, &snap, false).await;
+                    }
                 }
                 _ = self.wake.notified() => {
                     let forced = self.queued.lock().unwrap_or_else(|e| e.into_inner()).forced.take();
                     if let Some(snap) = forced {
-                        let snap = snap.unwrap_or_else(|| self.snapshot());
-                        self.send(&ctx, &snap, true).await;
+                        let snap = match snap {
+                            Some(s) => Some(s),
+                            None => self.snapshot_off_loop(&ctx).await,
+                        };
+                        if let Some(snap) = snap {
+                            self.send(&ctx, &snap, true).await;
+                        }
                     }
                 }
             }
@@ -193,7 +218,9 @@ impl GuestInfo {
                 let me = self.clone();
                 let ctx = ctx.clone();
                 Deferred::later(async move {
-                    let snap = me.snapshot();
+                    let Some(snap) = me.snapshot_off_loop(&ctx).await else {
+                        return false;
+                    };
                     let ip = snap
                         .primary_ip()
                         .map(|ip| ip.to_string())

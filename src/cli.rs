@@ -284,7 +284,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Rpc { request } => {
             let mut rpci = connect_rpci(&transport, assume, true)?;
-            let reply = rpci.call(request.as_bytes())?;
+            let reply = rpci.call(request.as_bytes()).map_err(refused_as_vmx_text)?;
             out.write_all(&reply)?;
             if !reply.is_empty() {
                 out.write_all(b"\n")?;

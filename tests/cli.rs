@@ -182,6 +182,15 @@ fn info_update_network_sends_nic_info_v3_once() {
 }
 
 #[test]
+fn rpc_refused_prints_the_vmx_text_as_rpctool_does() {
+    let dir = tempdir("rpcrefused");
+    let _seen = peer(&dir, |_| b"0 Unknown command".to_vec());
+    let out = toolbox(&["--transport", &unix(&dir), "rpc", "no.such.command"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "Unknown command\n");
+}
+
+#[test]
 fn rpc_malformed_reply_exits_1() {
     let dir = tempdir("malformed");
     let _seen = peer(&dir, |_| b"what?".to_vec());

@@ -172,10 +172,14 @@ fn main() {
         let ns = Netns::new(&format!("tbxbench{}", std::process::id()), n);
         let reference = wall_per_run(|| ns.exec(&["ip", "-o", "addr", "show"]));
         for (label, mode) in [
-            ("default (stops at 16)", "default"),
-            ("primary_nics, no match", "primary"),
+            ("kernel order", "default"),
+            ("primary: last, by name", "named"),
+            ("primary: wildcard", "wildcard"),
         ] {
-            let out = ns.exec(&[&me, "--child", mode]).output().unwrap();
+            let out = ns
+                .exec(&[&me, "--child", mode, &n.to_string()])
+                .output()
+                .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
             let f: Vec<&str> = text.split_whitespace().collect();
             if f.len() != 4 {

@@ -517,6 +517,112 @@ mod tests {
         assert_eq!(m[1].fs_type, "proc");
     }
 
+    /// A sysfs-shaped tree: a PCI controller with `label` (and `class`), a device under it,
+    /// and a block entry whose `device` link points there.
+    fn fake_controller(
+        root: &Path,
+        pci: &str,
+        label: Option<&str>,
+        class: &str,
+        dev: &str,
+    ) -> PathBuf {
+        let ctl = root.join("devices/pci0000:00").join(pci);
+        let d = ctl.join(dev);
+        std::fs::create_dir_all(&d).unwrap();
+        if let Some(l) = label {
+            std::fs::write(ctl.join("label"), format!("{l}\n")).unwrap();
+        }
+        std::fs::write(ctl.join("class"), format!("{class}\n")).unwrap();
+        d
+    }
+
+    fn block(root: &Path, name: &str, device: &Path) -> PathBuf {
+        let b = root.join("block").join(name);
+        std::fs::create_dir_all(&b).unwrap();
+        std::os::unix::fs::symlink(device, b.join("device")).unwrap();
+        b
+    }
+
+    #[test]
+    fn scsi_disks_are_named_by_the_controller_label_and_target() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = fake_controller(
+            t.path(),
+            "0000:03:00.0",
+            Some("SCSI1"),
+            "0x010700",
+            "host2/target2:0:3/2:0:3:0",
+        );
+        let sda = block(t.path(), "sda", &dev);
+        assert_eq!(block_device_name(&sda).as_deref(), Some("SCSI1:3"));
+        // A partition finds the disk's device one level up.
+        let sda1 = sda.join("sda1");
+        std::fs::create_dir_all(&sda1).unwrap();
+        let mut names = Vec::new();
+        assert!(block_device(&sda1, &mut names));
+        assert_eq!(
+            names,
+            ["scsi1:3"],
+            "lower-cased as GuestInfoAddDeviceName does"
+        );
+    }
+
+    #[test]
+    fn the_unlabelled_controller_in_slot_16_is_scsi0() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = fake_controller(
+            t.path(),
+            "0000:00:10.0",
+            None,
+            "0x010000",
+            "host0/target0:0:1/0:0:1:0",
+        );
+        let sdb = block(t.path(), "sdb", &dev);
+        assert_eq!(block_device_name(&sdb).as_deref(), Some("scsi0:1"));
+    }
+
+    #[test]
+    fn sata_units_count_the_ports_before_this_one() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = fake_controller(
+            t.path(),
+            "0000:02:05.0",
+            Some("sata0"),
+            "0x010601",
+            "ata3/host2/target2:0:0/2:0:0:0",
+        );
+        for port in ["ata1", "ata2", "ata4"] {
+            std::fs::create_dir_all(t.path().join("devices/pci0000:00/0000:02:05.0").join(port))
+                .unwrap();
+        }
+        let sdc = block(t.path(), "sdc", &dev);
+        // The class is the controller's, above the ata3 port: ata1 and ata2 come before it.
+        assert_eq!(block_device_name(&sdc).as_deref(), Some("sata0:2"));
+    }
+
+    #[test]
+    fn nvme_units_are_the_namespace_less_one() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = fake_controller(
+            t.path(),
+            "0000:0b:00.0",
+            Some("nvme0"),
+            "0x010802",
+            "nvme/nvme0",
+        );
+        let ns = block(t.path(), "nvme0n2", &dev);
+        std::fs::write(ns.join("nsid"), "2\n").unwrap();
+        assert_eq!(block_device_name(&ns).as_deref(), Some("nvme0:1"));
+    }
+
+    #[test]
+    fn a_disk_of_no_known_bus_has_no_name() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = fake_controller(t.path(), "0000:00:04.0", None, "0x010000", "virtio2");
+        let vda = block(t.path(), "vda", &dev);
+        assert_eq!(block_device_name(&vda), None);
+    }
+
     #[test]
     fn scsi_targets() {
         assert_eq!(

@@ -113,7 +113,34 @@ pub enum InfoOp {
         /// Its new value.
         value: String,
     },
+    /// Gather and send guest info once, as `vmware-toolbox-cmd info update` does.
+    Update {
+        /// What to send.
+        #[arg(value_enum)]
+        class: InfoClass,
+    },
+    /// Wait until the host has set a variable, then print it.
+    Wait {
+        /// Variable name, e.g. guestinfo.ovfEnv.
+        key: String,
+        /// Give up (exit 1) after this many seconds; wait for ever without.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
 }
+
+/// What `info update` sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InfoClass {
+    /// NICs, addresses, routes and DNS (NIC info v3).
+    Network,
+}
+
+/// The first pause between polls of `info wait`; it doubles up to [`WAIT_POLL_MAX`].
+pub const WAIT_POLL_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest pause between polls of `info wait`: a variable set by the host shows within
+/// a second, and an idle wait costs one RPC a second.
+pub const WAIT_POLL_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A failure of a command, printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +169,18 @@ pub enum CliError {
     /// `config check` of a file that does not exist.
     #[error("{0}: no such file")]
     ConfigMissing(PathBuf),
+    /// The VMX refused a one-shot request: its text alone, as vmware-rpctool prints it (cloud-init
+    /// matches `No value found`).
+    #[error("{0}")]
+    VmxRefused(String),
+    /// `info wait` ran out of time.
+    #[error("{key} was not set within {secs} s")]
+    WaitTimedOut {
+        /// The variable.
+        key: String,
+        /// The timeout.
+        secs: u64,
+    },
     /// GETVERSION had no answer.
     #[error("the backdoor did not answer GETVERSION: no VMware backdoor on port 0x5658")]
     NoVersion,
@@ -188,6 +227,17 @@ impl Cli {
                     value: value.to_string(),
                 },
             },
+            ["info", "update", "network"] => Command::Info {
+                op: InfoOp::Update {
+                    class: InfoClass::Network,
+                },
+            },
+            ["info", "wait", key] => Command::Info {
+                op: InfoOp::Wait {
+                    key: key.to_string(),
+                    timeout: None,
+                },
+            },
             _ => return None,
         };
         Some(Cli {
@@ -201,6 +251,48 @@ impl Cli {
 
     fn assume_vmware(&self) -> bool {
         self.assume_vmware || assume_vmware_from_env()
+    }
+}
+
+fn refused_as_vmx_text(e: RpciError) -> CliError {
+    match e {
+        RpciError::Refused { reason, .. } => CliError::VmxRefused(reason),
+        e => CliError::Rpci(e),
+    }
+}
+
+/// Polls `info-get` until the variable exists (a refusal means "not yet"), pausing 100 ms,
+/// then twice as long each time up to a second; any other failure ends the wait.
+fn wait_for_variable(
+    transport: &Transport,
+    assume: bool,
+    key: &str,
+    timeout: Option<u64>,
+) -> Result<Vec<u8>, CliError> {
+    use std::time::{Duration, Instant};
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(Duration::from_secs(t)));
+    let mut pause = WAIT_POLL_FIRST;
+    loop {
+        let mut rpci = connect_rpci(transport, assume, true)?;
+        match rpci.info_get(key) {
+            Ok(v) => return Ok(v),
+            Err(RpciError::Refused { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        drop(rpci);
+        let now = Instant::now();
+        let mut sleep = pause;
+        if let Some(d) = deadline {
+            if now >= d {
+                return Err(CliError::WaitTimedOut {
+                    key: toolbox_rpc::rpci::guestinfo_key(key),
+                    secs: timeout.unwrap_or(0),
+                });
+            }
+            sleep = sleep.min(d - now);
+        }
+        std::thread::sleep(sleep);
+        pause = (pause * 2).min(WAIT_POLL_MAX);
     }
 }
 
@@ -242,23 +334,40 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Generate { dir } => generate(dir)?,
         Command::Rpc { request } => {
             let mut rpci = connect_rpci(&transport, assume, true)?;
-            let reply = rpci.call(request.as_bytes())?;
+            let reply = rpci.call(request.as_bytes()).map_err(refused_as_vmx_text)?;
             out.write_all(&reply)?;
             if !reply.is_empty() {
                 out.write_all(b"\n")?;
             }
         }
-        Command::Info { op } => {
-            let mut rpci = connect_rpci(&transport, assume, true)?;
-            match op {
-                InfoOp::Get { key } => {
-                    let value = rpci.info_get(key)?;
-                    out.write_all(&value)?;
-                    out.write_all(b"\n")?;
-                }
-                InfoOp::Set { key, value } => rpci.info_set(key, value.as_bytes())?,
+        Command::Info { op } => match op {
+            InfoOp::Get { key } => {
+                let mut rpci = connect_rpci(&transport, assume, true)?;
+                let value = rpci.info_get(key).map_err(refused_as_vmx_text)?;
+                out.write_all(&value)?;
+                out.write_all(b"\n")?;
             }
-        }
+            InfoOp::Set { key, value } => {
+                let mut rpci = connect_rpci(&transport, assume, true)?;
+                rpci.info_set(key, value.as_bytes())
+                    .map_err(refused_as_vmx_text)?
+            }
+            InfoOp::Update {
+                class: InfoClass::Network,
+            } => {
+                let config = Config::load(cli.config.as_deref())?;
+                let filter = crate::guestinfo::NicFilter::from_config(&config.guestinfo);
+                let info = crate::guestinfo::gather_network(&filter);
+                let request = crate::guestinfo::NicMethod::V3AsType10.request(&info);
+                let mut rpci = connect_rpci(&transport, assume, true)?;
+                rpci.call(&request).map_err(refused_as_vmx_text)?;
+            }
+            InfoOp::Wait { key, timeout } => {
+                let value = wait_for_variable(&transport, assume, key, *timeout)?;
+                out.write_all(&value)?;
+                out.write_all(b"\n")?;
+            }
+        },
         Command::Check { product } => {
             let mut port = PortBackdoor::open(assume).map_err(TransportError::from)?;
             let v = get_version(&mut port).ok_or(CliError::NoVersion)?;
@@ -387,6 +496,8 @@ mod tests {
             "toolbox --transport=backdoor rpc ping",
             "toolbox info --transport vsock get x",
             "toolbox info get x --transport auto",
+            "toolbox info update network",
+            "toolbox info wait guestinfo.userdata",
         ] {
             let args = argv(line);
             let simple = Cli::parse_simple(&args).unwrap_or_else(|| panic!("{line}"));
@@ -412,6 +523,8 @@ mod tests {
             "toolbox --transport nowhere info get x",
             "toolbox info get x --help",
             "toolbox -- info get x",
+            "toolbox info update disk",
+            "toolbox info wait x --timeout 5",
         ] {
             assert_eq!(Cli::parse_simple(&argv(line)), None, "{line}");
         }

@@ -15,7 +15,12 @@
 //!
 //! [guestinfo]
 //! exclude_nics = ["docker*", "veth*", "virbr*", "cali*", "antrea-*"]
-//! max_nics = 16
+//! primary_nics = []            # e.g. ["ens192"]: reported first, its address is the VM's IP
+//! low_priority_nics = []        # reported last
+//! max_nics = 16                 # after ordering
+//! max_ipv4_routes = 100         # 0..100
+//! max_ipv6_routes = 100         # 0..100, within what IPv4 leaves of 100
+//! disk_info = true              # mounted filesystems and their virtual disks
 //! interval_secs = 30
 //!
 //! [guestoperations]             # vmtoolsd's switches, same names
@@ -111,10 +116,21 @@ impl Default for PowerConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuestInfoConfig {
-    /// Interface name patterns not reported.
+    /// Interface name patterns not reported (`*` and `?` wildcards).
     pub exclude_nics: Vec<String>,
-    /// At most this many NICs (16 is the protocol's limit).
+    /// Interface name patterns reported first: their address is `guest.ipAddress` and the
+    /// `broadcastIP` reply (vmtoolsd's `primary-nics`).
+    pub primary_nics: Vec<String>,
+    /// Interface name patterns reported last (vmtoolsd's `low-priority-nics`).
+    pub low_priority_nics: Vec<String>,
+    /// At most this many NICs (16 is the protocol's limit), counted after ordering.
     pub max_nics: usize,
+    /// At most this many IPv4 routes, 0 to 100 (vmtoolsd's `max-ipv4-routes`).
+    pub max_ipv4_routes: usize,
+    /// At most this many IPv6 routes, 0 to 100, within what IPv4 leaves of 100.
+    pub max_ipv6_routes: usize,
+    /// Report mounted filesystems and their disks (vmtoolsd's `disable-query-diskinfo`, negated).
+    pub disk_info: bool,
     /// Seconds between checks for changes.
     pub interval_secs: u64,
 }
@@ -123,7 +139,12 @@ impl Default for GuestInfoConfig {
     fn default() -> Self {
         GuestInfoConfig {
             exclude_nics: DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect(),
+            primary_nics: Vec::new(),
+            low_priority_nics: Vec::new(),
             max_nics: crate::guestinfo::xdr::MAX_NICS,
+            max_ipv4_routes: crate::guestinfo::xdr::MAX_ROUTES,
+            max_ipv6_routes: crate::guestinfo::xdr::MAX_ROUTES,
+            disk_info: true,
             interval_secs: 30,
         }
     }
@@ -297,6 +318,12 @@ impl Config {
         }
         if c.guestinfo.interval_secs == 0 {
             return Err(invalid("guestinfo.interval_secs must be at least 1"));
+        }
+        let max_routes = crate::guestinfo::xdr::MAX_ROUTES;
+        if c.guestinfo.max_ipv4_routes > max_routes || c.guestinfo.max_ipv6_routes > max_routes {
+            return Err(invalid(
+                "guestinfo.max_ipv4_routes and max_ipv6_routes must be 0 to 100 (NICINFO_MAX_ROUTES)",
+            ));
         }
         if let Some(name) = c
             .guestoperations

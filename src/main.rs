@@ -28,6 +28,11 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The VMX's own words, alone, as vmware-rpctool prints them: scripts match on them.
+        Err(e @ toolbox::cli::CliError::VmxRefused(_)) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("toolbox: {e}");
             ExitCode::FAILURE

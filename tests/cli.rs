@@ -94,8 +94,100 @@ fn rpc_refused_exits_1_with_the_vmx_text() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "toolbox: info-get: VMX refused: No value found\n"
+        "No value found\n",
+        "the VMX's text alone, as vmware-rpctool prints it"
     );
+}
+
+/// A VMX stand-in taking any number of one-shot connections: `reply` gets the request and
+/// how many came before it.
+fn counting_peer(dir: &Path, reply: fn(&[u8], usize) -> Vec<u8>) -> mpsc::Receiver<Packet> {
+    let listener = UnixListener::bind(dir.join("rpci.sock")).unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut n = 0;
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            while let Ok(p) = read_packet(&mut s) {
+                let r = reply(&p.payload, n);
+                n += 1;
+                let fast_close = p.fast_close;
+                if tx.send(p).is_err() {
+                    return;
+                }
+                let _ = write_packet(&mut s, &Packet::data(r));
+                if fast_close {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn info_wait_polls_until_the_host_sets_the_variable() {
+    let dir = tempdir("wait");
+    let seen = counting_peer(&dir, |_, n| {
+        if n < 3 {
+            b"0 No value found".to_vec()
+        } else {
+            b"1 <Environment/>".to_vec()
+        }
+    });
+    let out = toolbox(&["--transport", &unix(&dir), "info", "wait", "ovfEnv"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"<Environment/>\n");
+    let asked: Vec<Packet> = seen.try_iter().collect();
+    assert_eq!(asked.len(), 4, "three refusals, then the value");
+    assert!(asked
+        .iter()
+        .all(|p| p.payload == b"info-get guestinfo.ovfEnv"));
+}
+
+#[test]
+fn info_wait_gives_up_after_its_timeout() {
+    let dir = tempdir("waitout");
+    let _seen = counting_peer(&dir, |_, _| b"0 No value found".to_vec());
+    let out = toolbox(&[
+        "--transport",
+        &unix(&dir),
+        "info",
+        "wait",
+        "userdata",
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "toolbox: guestinfo.userdata was not set within 1 s\n"
+    );
+}
+
+#[test]
+fn info_update_network_sends_nic_info_v3_once() {
+    let dir = tempdir("update");
+    let seen = counting_peer(&dir, |_, _| b"1 ".to_vec());
+    let out = toolbox(&["--transport", &unix(&dir), "info", "update", "network"]);
+    assert!(out.status.success(), "{out:?}");
+    let p = seen.recv().unwrap();
+    let data = p
+        .payload
+        .strip_prefix(b"SetGuestInfo  10 ")
+        .expect("NIC info v3 as type 10");
+    let info = toolbox::guestinfo::xdr::decode(data).expect("valid NIC info");
+    assert!(info.dns.is_some(), "DNS travels with the NICs");
+    assert!(seen.try_recv().is_err(), "one request only");
+}
+
+#[test]
+fn rpc_refused_prints_the_vmx_text_as_rpctool_does() {
+    let dir = tempdir("rpcrefused");
+    let _seen = peer(&dir, |_| b"0 Unknown command".to_vec());
+    let out = toolbox(&["--transport", &unix(&dir), "rpc", "no.such.command"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "Unknown command\n");
 }
 
 #[test]

@@ -47,6 +47,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The guest's filesystems as `govc guest.df` prints them.
+    #[command(name = "guest.df")]
+    GuestDf,
     /// Power operations: -s halt, -r reboot, -on power on, -suspend suspend.
     #[command(name = "vm.power")]
     VmPower {
@@ -214,6 +217,11 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
             } else {
                 print_report(&r);
             }
+            Ok(())
+        }
+        Cmd::GuestDf => {
+            let r = state(&dir).await?;
+            print!("{}", toolbox::sim::diskinfo::df_table(&r.disks));
             Ok(())
         }
         Cmd::VmPower {

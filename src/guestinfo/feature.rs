@@ -6,6 +6,7 @@
 //! form that worked (`gInfoCache.method`). One worker task does all of it, one push at a time,
 //! and requests coalesce: a VMX repeating `reset` cannot pile up pushes.
 
+use super::disk::DiskInfo;
 use super::xdr::NicInfo;
 use super::{gather, other_messages, NicFilter, NicMethod, Snapshot};
 use crate::config::GuestInfoConfig;
@@ -25,6 +26,10 @@ struct Sent {
     nics: Option<NicInfo>,
     /// The other messages, by kind.
     other: HashMap<&'static str, Vec<u8>>,
+    /// Disk info as last taken.
+    disks: Option<DiskInfo>,
+    /// The VMX refused the JSON form: use the binary one from now on (`diskInfoUseJson`).
+    disks_binary: bool,
 }
 
 /// Work queued for the worker.
@@ -38,6 +43,7 @@ struct Queued {
 #[derive(Debug)]
 pub struct GuestInfo {
     filter: NicFilter,
+    disk_info: bool,
     interval: Duration,
     sent: tokio::sync::Mutex<Sent>,
     queued: Mutex<Queued>,
@@ -48,10 +54,8 @@ impl GuestInfo {
     /// The feature, with its configuration.
     pub fn new(config: &GuestInfoConfig) -> Arc<GuestInfo> {
         Arc::new(GuestInfo {
-            filter: NicFilter {
-                exclude: config.exclude_nics.clone(),
-                max_nics: config.max_nics,
-            },
+            filter: NicFilter::from_config(config),
+            disk_info: config.disk_info,
             interval: Duration::from_secs(config.interval_secs),
             sent: tokio::sync::Mutex::default(),
             queued: Mutex::default(),
@@ -61,7 +65,23 @@ impl GuestInfo {
 
     /// A fresh snapshot of the guest.
     pub fn snapshot(&self) -> Snapshot {
-        gather(&self.filter)
+        gather(&self.filter, self.disk_info)
+    }
+
+    /// A snapshot taken on the blocking pool: with thousands of interfaces and a wildcard
+    /// `primary_nics` the link dump alone takes tens of milliseconds, and statvfs touches every
+    /// reported filesystem, neither of which the loop should wait for. `None` when the pool is
+    /// gone (the service is stopping).
+    async fn snapshot_off_loop(&self, ctx: &Context) -> Option<Snapshot> {
+        let filter = self.filter.clone();
+        let disk_info = self.disk_info;
+        match ctx.blocking(move || gather(&filter, disk_info)).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                debug!(error = %e, "guest info gather");
+                None
+            }
+        }
     }
 
     /// Asks the worker to resend everything (from `snap` when given).
@@ -81,6 +101,7 @@ impl GuestInfo {
         if force {
             sent.nics = None;
             sent.other.clear();
+            sent.disks = None;
         }
         if sent.nics.as_ref() != Some(&snap.nic_info) {
             let mut taken = false;
@@ -107,6 +128,11 @@ impl GuestInfo {
                 sent.nic_method = 0;
             }
         }
+        if let Some(disks) = &snap.disks {
+            if disks.changed_from(sent.disks.as_ref()) {
+                self.send_disks(ctx, &mut sent, disks).await;
+            }
+        }
         for (key, msg) in other_messages(snap) {
             if sent.other.get(key) == Some(&msg) {
                 continue;
@@ -120,6 +146,30 @@ impl GuestInfo {
         }
     }
 
+    /// `GuestInfoSendDiskInfo`: the JSON form while the VMX takes it, else the binary one.
+    async fn send_disks(&self, ctx: &Context, sent: &mut Sent, disks: &DiskInfo) {
+        if !sent.disks_binary {
+            match ctx.rpci(&disks.json_request()).await {
+                Ok(_) => {
+                    sent.disks = Some(disks.clone());
+                    return;
+                }
+                Err(RpciError::Transport(e)) => {
+                    warn!(error = %e, "sending disk info");
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = %e, "disk info JSON refused, using the binary form");
+                    sent.disks_binary = true;
+                }
+            }
+        }
+        match ctx.rpci(&disks.v0_request()).await {
+            Ok(_) => sent.disks = Some(disks.clone()),
+            Err(e) => debug!(error = %e, "disk info not taken"),
+        }
+    }
+
     /// Guest info every interval (only what changed) and the forced pushes, one at a time.
     async fn worker(self: Arc<Self>, ctx: Context) {
         let timer = match Timer::interval(self.interval) {
@@ -129,20 +179,29 @@ impl GuestInfo {
                 None
             }
         };
-        self.send(&ctx, &self.snapshot(), false).await;
+        if let Some(snap) = self.snapshot_off_loop(&ctx).await {
+            self.send(&ctx, &snap, false).await;
+        }
         loop {
             tokio::select! {
                 r = tick_or_never(timer.as_ref()) => {
                     if let Err(e) = r {
                         warn!(error = %e, "guest info timer");
                     }
-                    self.send(&ctx, &self.snapshot(), false).await;
+                    if let Some(snap) = self.snapshot_off_loop(&ctx).await {
+                        self.send(&ctx, &snap, false).await;
+                    }
                 }
                 _ = self.wake.notified() => {
                     let forced = self.queued.lock().unwrap_or_else(|e| e.into_inner()).forced.take();
                     if let Some(snap) = forced {
-                        let snap = snap.unwrap_or_else(|| self.snapshot());
-                        self.send(&ctx, &snap, true).await;
+                        let snap = match snap {
+                            Some(s) => Some(s),
+                            None => self.snapshot_off_loop(&ctx).await,
+                        };
+                        if let Some(snap) = snap {
+                            self.send(&ctx, &snap, true).await;
+                        }
                     }
                 }
             }
@@ -159,7 +218,9 @@ impl GuestInfo {
                 let me = self.clone();
                 let ctx = ctx.clone();
                 Deferred::later(async move {
-                    let snap = me.snapshot();
+                    let Some(snap) = me.snapshot_off_loop(&ctx).await else {
+                        return false;
+                    };
                     let ip = snap
                         .primary_ip()
                         .map(|ip| ip.to_string())

@@ -8,6 +8,7 @@
 //! takes JSON-line commands from `vmx-sim -d DIR ...` and from tests. Faults: drop the channel,
 //! send garbage, delay or refuse replies.
 
+pub mod diskinfo;
 pub mod guestops;
 
 use crate::guestinfo::info_type;
@@ -109,6 +110,15 @@ pub struct GuestReport {
     /// RPCI replies the delay fault holds back right now: a test can tell that the guest did
     /// something while an RPCI request of its was still unanswered.
     pub rpci_replies_held: u64,
+    /// Filesystems from the last disk info (`guest.disk`).
+    #[serde(default)]
+    pub disks: Vec<diskinfo::DiskView>,
+    /// The form the last disk info came in: `json` or `binary`.
+    #[serde(default)]
+    pub disk_info_form: Option<String>,
+    /// Disk info updates received.
+    #[serde(default)]
+    pub disk_info_updates: u64,
     /// Requests not understood, and decode errors.
     pub errors: Vec<String>,
 }
@@ -539,6 +549,18 @@ impl Sim {
                 None => b"0 No value found".to_vec(),
             };
         }
+        if let Some(body) = req_nul.strip_prefix(b"SetGuestDiskInfo ") {
+            return match diskinfo::decode_json(body) {
+                Ok(d) => {
+                    self.record_disks(d, "json");
+                    b"1 ".to_vec()
+                }
+                Err(e) => {
+                    self.record(|r| r.errors.push(e.to_string()));
+                    format!("0 {e}").into_bytes()
+                }
+            };
+        }
         if let Some(rest) = req.strip_prefix(b"SetGuestInfo  ") {
             return match self.set_guest_info(rest) {
                 Ok(()) => b"1 ".to_vec(),
@@ -580,6 +602,15 @@ impl Sim {
         let name = toolbox_rpc::rpci::command_name(req);
         self.record(|r| r.errors.push(format!("unknown RPCI {name}")));
         b"0 Unknown command".to_vec()
+    }
+
+    fn record_disks(&self, disks: Vec<diskinfo::DiskView>, form: &str) {
+        let form = form.to_string();
+        self.record(|r| {
+            r.disks = disks;
+            r.disk_info_form = Some(form);
+            r.disk_info_updates += 1;
+        });
     }
 
     fn set_guest_info(&self, rest: &[u8]) -> Result<(), String> {
@@ -632,6 +663,10 @@ impl Sim {
                     r.os_short.get_or_insert(short);
                     r.os_full.get_or_insert(full);
                 });
+            }
+            crate::guestinfo::disk::INFO_DISK_FREE_SPACE => {
+                let d = diskinfo::decode_v0(data).map_err(|e| e.to_string())?;
+                self.record_disks(d, "binary");
             }
             other => return Err(format!("unsupported type {other}")),
         }

@@ -103,7 +103,8 @@ impl GuestOps {
             }),
             ..PoolConfig::default()
         }));
-        let snap = crate::guestinfo::gather(&crate::guestinfo::NicFilter::default());
+        // Only the names are wanted: no disks.
+        let snap = crate::guestinfo::gather(&crate::guestinfo::NicFilter::default(), false);
         let server = Server::new(
             config.guestoperations.clone(),
             ToolsInfo::new(&snap.host_name, &snap.os_full, &snap.os_short),

@@ -29,10 +29,10 @@ pub use functions::{CancelToken, Function, FunctionContext, FunctionRegistry};
 pub use io::ProcessFiles;
 pub use manager::{ManagerConfig, ProcessManager, ProcessRecord, StartError, TerminateError};
 
+use crate::codec::Reader;
 use crate::guestops::{HelperService, ServiceId};
 use crate::vix::files::escape_xml;
 use crate::vix::proto::{Command, DecodeError, OpCode, VixError, MAX_RESULT_SIZE};
-use crate::vix::reader::Reader;
 use crate::vix::OpResult;
 use std::sync::{Arc, OnceLock};
 
@@ -237,11 +237,11 @@ pub mod fuzzing {
     /// harmless ops are executed (start/kill are refused before execution here).
     pub fn process_call(data: &[u8]) {
         use crate::vix::proto::{Command, OpCode};
-        let mut r = crate::vix::reader::Reader::new(data);
+        let mut r = crate::codec::Reader::new(data);
         if let Some(op) = r.u32_le() {
             if let Ok(cmd) = Command::decode(OpCode(op), r.rest()) {
                 let again = super::encode_call(&cmd);
-                let mut r2 = crate::vix::reader::Reader::new(&again);
+                let mut r2 = crate::codec::Reader::new(&again);
                 assert_eq!(r2.u32_le(), Some(op));
                 assert_eq!(Command::decode(OpCode(op), r2.rest()).as_ref(), Ok(&cmd));
             }

@@ -21,7 +21,6 @@ pub mod files;
 pub mod fuzzing;
 pub mod property;
 pub mod proto;
-pub mod reader;
 pub mod server;
 
 pub use proto::{Command, Credentials, OpCode, Reply, VixError};

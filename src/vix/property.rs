@@ -2,7 +2,7 @@
 //! `id (i32) | type (i32) | length (i32) | value`, little-endian, no padding.
 
 use super::proto::DecodeError;
-use super::reader::Reader;
+use crate::codec::Reader;
 use std::fmt;
 
 /// The header before each value: id, type, length.

@@ -8,7 +8,7 @@
 //! the framing and the reply are those of `ToolsDaemonTcloReceiveVixCommand` in
 //! `services/plugins/vix/foundryToolsDaemon.c`.
 
-use super::reader::Reader;
+use crate::codec::Reader;
 use base64::Engine as _;
 use std::fmt;
 

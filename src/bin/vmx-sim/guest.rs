@@ -13,7 +13,7 @@ use toolbox::vix::client::{login, ls_line};
 /// `-l user:pass`, as govc takes it (default from `GOVC_GUEST_LOGIN`).
 #[derive(Debug, Args)]
 pub struct Login {
-    /// Guest VM credentials (<user>:<password>) [GOVC_GUEST_LOGIN]
+    /// Guest VM credentials, `user:password` (or GOVC_GUEST_LOGIN)
     #[arg(
         short = 'l',
         env = "GOVC_GUEST_LOGIN",
@@ -116,7 +116,7 @@ pub enum GuestCmd {
     Chown {
         #[command(flatten)]
         login: Login,
-        /// UID[:GID].
+        /// `UID[:GID]`.
         owner: String,
         /// The file.
         file: String,

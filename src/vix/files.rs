@@ -651,30 +651,6 @@ pub struct ArchivePath {
     pub prefix: Option<String>,
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Recognises the archive forms govc and govmomi's toolbox use: `/archive:/DIR[?query]`,
 /// `DIR/` or `DIR?format=tar|tgz[&prefix=P]` (tar unless `format=tgz`). `None`: a plain
 /// path. An archive form with an
@@ -692,27 +668,21 @@ pub fn archive_path(path: &str) -> Option<Result<ArchivePath, OpError>> {
     if !explicit && query.is_none() && !trailing_slash {
         return None;
     }
-    // As govmomi's archive handler: tar unless `format=tgz`.
-    let mut format = ArchiveFormat::Tar;
-    let mut prefix = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = match percent_decode(v) {
-            Some(v) => v,
-            None => return Some(Err(OpError::vix(VixError::INVALID_ARG))),
-        };
-        match k {
-            "format" => {
-                format = match v.as_str() {
-                    "" | "tar" => ArchiveFormat::Tar,
-                    "tgz" => ArchiveFormat::Tgz,
-                    _ => return Some(Err(OpError::vix(VixError::INVALID_ARG))),
-                }
-            }
-            "prefix" => prefix = Some(v),
-            _ => {}
-        }
-    }
+    // The query as the HGFS archive handler reads it (tar unless `format=tgz`), so the check
+    // here and the transfer that follows agree.
+    let invalid = || Some(Err(OpError::vix(VixError::INVALID_ARG)));
+    let Ok(query) = toolbox_hgfs::archive::ArchiveQuery::parse(query.unwrap_or("")) else {
+        return invalid();
+    };
+    let format = match query.format {
+        toolbox_hgfs::archive::ArchiveFormat::Tar => ArchiveFormat::Tar,
+        toolbox_hgfs::archive::ArchiveFormat::TarGzip => ArchiveFormat::Tgz,
+    };
+    let prefix = match String::from_utf8(query.prefix) {
+        Ok(p) if p.is_empty() => None,
+        Ok(p) => Some(p),
+        Err(_) => return invalid(),
+    };
     let dir = if trailing_slash {
         dir.trim_end_matches('/')
     } else {

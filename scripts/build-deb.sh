@@ -4,6 +4,8 @@
 # PAM service, the power scripts directory, a man page and shell completions generated from the
 # CLI (`toolbox __generate`). Prints the package's path last.
 set -euo pipefail
+# `grep -c >/dev/null`, never `grep -q`, after a pipe: -q stops reading at the first match, and
+# under pipefail the writer's broken pipe then fails the check that matched.
 cd "$(dirname "$0")/.."
 bin=$(scripts/build-dynamic.sh | tail -n1)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
@@ -45,10 +47,10 @@ install -d -m 0755 "$root/DEBIAN"
 size=$(du -k -s --apparent-size "$root" | cut -f1)
 # Depends follows what the binary links: libpam only once something reaches the PAM backend.
 depends="libc6 (>= 2.34)"
-if readelf -d "$bin" | grep -q 'NEEDED.*libpam'; then
+if readelf -d "$bin" | grep -c 'NEEDED.*libpam' >/dev/null; then
     depends="$depends, libpam0g (>= 0.99.7.1)"
 fi
-if readelf -d "$bin" | grep -q 'NEEDED.*libgcc_s'; then
+if readelf -d "$bin" | grep -c 'NEEDED.*libgcc_s' >/dev/null; then
     depends="$depends, libgcc-s1 (>= 3.0)"
 fi
 sed -e "s/@VERSION@/$version/" -e "s/@SIZE@/$size/" -e "s/@DEPENDS@/$depends/" -e "s/@MAINTAINER@/$maintainer/" \

@@ -4,6 +4,8 @@
 # a throw-away root (dpkg --root, never onto this machine) and runs it there, runs the static
 # binary and its drop-in names against vmx-sim with only CAP_SYS_BOOT, and prints the figures.
 set -euo pipefail
+# `grep -c >/dev/null`, never `grep -q`, after a pipe: -q stops reading at the first match, and
+# under pipefail the writer's broken pipe then fails the check that matched.
 cd "$(dirname "$0")/.."
 say() { printf 'shipping: %s\n' "$*"; }
 fail() { printf 'shipping: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -13,13 +15,13 @@ deb=$(scripts/build-deb.sh | tail -n1)
 dynamic=target/release/toolbox
 
 # The static binary: no interpreter, no shared libraries, within the size budget.
-if readelf -l "$static" | grep -q 'INTERP' || readelf -d "$static" | grep -q 'NEEDED'; then
+if readelf -l "$static" | grep -c 'INTERP' >/dev/null || readelf -d "$static" | grep -c 'NEEDED' >/dev/null; then
     fail "$static is not static"
 fi
 static_size=$(stat -c %s "$static")
 max_static=$((3 * 1000 * 1000))
 [ "$static_size" -le "$max_static" ] || fail "static binary $static_size bytes > $max_static"
-if readelf -d "$dynamic" | grep -q 'libpam'; then
+if readelf -d "$dynamic" | grep -c 'libpam' >/dev/null; then
     grep -q '^Depends:.*libpam0g' <(dpkg-deb -f "$deb") || fail "links libpam, no Depends on libpam0g"
 else
     say "note: $dynamic does not link libpam (nothing in the agent reaches the PAM backend yet)"
@@ -67,7 +69,7 @@ touch "$root/var/lib/dpkg/status"
 # The root holds no other package, so dependencies are forced (and dpkg's note on them dropped).
 dpkg --root="$root" --log="$root/var/log/dpkg.log" --force-script-chrootless --force-depends \
     --install "$deb" >"$root/dpkg.out" 2>&1 || { cat "$root/dpkg.out" >&2; fail "dpkg --root --install"; }
-dpkg --root="$root" -s toolbox | grep -q '^Status: install ok installed' || fail "not installed"
+dpkg --root="$root" -s toolbox | grep -c '^Status: install ok installed' >/dev/null || fail "not installed"
 for f in usr/bin/toolbox etc/toolbox/toolbox.toml etc/pam.d/toolbox lib/systemd/system/toolbox.service; do
     [ -e "$root/$f" ] || fail "$f missing after install"
 done
@@ -75,7 +77,7 @@ done
 version=$("$root/usr/bin/toolbox" --version)
 [ "$version" = "toolbox $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)" ] || fail "--version: $version"
 "$root/usr/bin/toolbox" config check "$root/etc/toolbox/toolbox.toml" >/dev/null || fail "config check"
-zcat "$root/usr/share/man/man1/toolbox.1.gz" | grep -q '^\.TH toolbox 1' || fail "man page"
+zcat "$root/usr/share/man/man1/toolbox.1.gz" | grep -c '^\.TH toolbox 1' >/dev/null || fail "man page"
 say "installed into a throw-away root: $version, config valid"
 
 # The unit, against the installed tree (its ExecStart must exist there).
@@ -105,7 +107,7 @@ only_boot=(setpriv --inh-caps=-all,+sys_boot --ambient-caps=-all,+sys_boot --bou
 "${only_boot[@]}" "$links/vmtoolsd" -c linuxkit/toolbox.toml >"$vmx/agent.log" 2>&1 &
 agent_pid=$!
 ip=$(target/debug/vmx-sim -d "$vmx" vm.ip --timeout 20) || fail "no IP from the agent: $(tail -n5 "$vmx/agent.log")"
-target/debug/vmx-sim -d "$vmx" guest.info | grep -qi 'tools' || fail "guest.info"
+target/debug/vmx-sim -d "$vmx" guest.info | grep -ci 'tools' >/dev/null || fail "guest.info"
 [ "$("${only_boot[@]}" "$links/vmware-rpctool" 'info-get guestinfo.ci')" = value-from-vmx ] || fail "vmware-rpctool"
 [ "$("${only_boot[@]}" "$links/vmtoolsd" --cmd 'info-get guestinfo.ci')" = value-from-vmx ] || fail "vmtoolsd --cmd"
 [ "$("$root/usr/bin/vmware-rpctool" 'info-get guestinfo.ci')" = value-from-vmx ] || fail "the installed vmware-rpctool"

@@ -117,7 +117,7 @@ expect() { # expect LOG CASE RC PATTERN
     local out rc
     out=$(awk -v c="CASE $2 " 'index($0, c) == 1 { exit } { buf = buf $0 "\n" } /^CASE / { buf = "" } END { printf "%s", buf }' "$1" | grep -v '^\[' | grep -v '^$' | tail -n 3)
     rc=$(sed -n "s/^CASE $2 rc=\([0-9]*\)$/\1/p" "$1")
-    if [ "$rc" = "$3" ] && printf '%s' "$out" | grep -qE "$4"; then
+    if [ "$rc" = "$3" ] && grep -qE "$4" <<<"$out"; then
         echo "ok   $(basename "$1" .log) $2: rc=$rc: $out"
     else
         echo "FAIL $(basename "$1" .log) $2: rc=$rc (want $3), output: $out (want /$4/)"

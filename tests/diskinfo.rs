@@ -96,6 +96,18 @@ async fn agent_disks(refuse_json: bool) -> toolbox::sim::GuestReport {
     let mut lines = text.lines();
     assert!(lines.next().unwrap().starts_with("Filesystem  "));
     assert_eq!(lines.count(), r.disks.len(), "{text}");
+
+    // A reader who stops early (`| grep -q`) leaves the answer unread: not a panic, not a failure.
+    let mut closed = Command::new(env!("CARGO_BIN_EXE_vmx-sim"))
+        .args(["--dir", &sim.dir().display().to_string(), "guest.df"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(closed.stdout.take());
+    let closed = closed.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert!(closed.status.success() && stderr.is_empty(), "{closed:?}");
     r
 }
 

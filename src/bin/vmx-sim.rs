@@ -3,6 +3,17 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` that survives a reader who stops early (`| grep -q`, `| head`): the simulator's
+/// answer is then simply unread, which is no reason to panic or to fail the command.
+macro_rules! outln {
+    ($($arg:tt)*) => { crate::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!`, with the same rule as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { crate::write_stdout(format_args!($($arg)*)) };
+}
+
 #[path = "vmx-sim/guest.rs"]
 mod guest;
 
@@ -105,6 +116,16 @@ enum InfoOp {
     Set { key: String, value: String },
 }
 
+fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    match std::io::stdout().lock().write_fmt(args) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("vmx-sim: writing the answer: {e}")
+        }
+        _ => {}
+    }
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("vmx-sim: {msg}");
     ExitCode::FAILURE
@@ -130,20 +151,20 @@ async fn state(dir: &std::path::Path) -> Result<GuestReport, String> {
 }
 
 fn print_report(r: &GuestReport) {
-    println!(
+    outln!(
         "Tools version:  {}",
         r.tools_version.as_deref().unwrap_or("-")
     );
-    println!("Capabilities:   {}", r.capabilities.join(", "));
-    println!("Host name:      {}", r.host_name.as_deref().unwrap_or("-"));
-    println!("Guest OS:       {}", r.os_full.as_deref().unwrap_or("-"));
-    println!("Guest id:       {}", r.os_short.as_deref().unwrap_or("-"));
-    println!("IP address:     {}", r.ip.as_deref().unwrap_or("-"));
+    outln!("Capabilities:   {}", r.capabilities.join(", "));
+    outln!("Host name:      {}", r.host_name.as_deref().unwrap_or("-"));
+    outln!("Guest OS:       {}", r.os_full.as_deref().unwrap_or("-"));
+    outln!("Guest id:       {}", r.os_short.as_deref().unwrap_or("-"));
+    outln!("IP address:     {}", r.ip.as_deref().unwrap_or("-"));
     if let Some(u) = r.uptime_centis {
-        println!("Uptime:         {}.{:02} s", u / 100, u % 100);
+        outln!("Uptime:         {}.{:02} s", u / 100, u % 100);
     }
     for (i, n) in r.nics.iter().enumerate() {
-        println!("NIC {i}:          {} {}", n.mac, n.ips.join(" "));
+        outln!("NIC {i}:          {} {}", n.mac, n.ips.join(" "));
     }
     for rt in &r.routes {
         let via = rt
@@ -151,15 +172,17 @@ fn print_report(r: &GuestReport) {
             .as_deref()
             .map(|g| format!(" via {g}"))
             .unwrap_or_default();
-        println!(
+        outln!(
             "Route:          {}{via} nic {} metric {}",
-            rt.dest, rt.nic, rt.metric
+            rt.dest,
+            rt.nic,
+            rt.metric
         );
     }
-    println!("DNS servers:    {}", r.dns_servers.join(" "));
-    println!("DNS search:     {}", r.dns_search.join(" "));
+    outln!("DNS servers:    {}", r.dns_servers.join(" "));
+    outln!("DNS search:     {}", r.dns_search.join(" "));
     if !r.errors.is_empty() {
-        println!("Errors:         {}", r.errors.join("; "));
+        outln!("Errors:         {}", r.errors.join("; "));
     }
 }
 
@@ -198,7 +221,7 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
             let deadline = Instant::now() + Duration::from_secs(timeout);
             loop {
                 if let Some(ip) = state(&dir).await?.ip.filter(|ip| ip != "unknown") {
-                    println!("{ip}");
+                    outln!("{ip}");
                     return Ok(());
                 }
                 if Instant::now() > deadline {
@@ -210,7 +233,7 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
         Cmd::GuestInfo { json } => {
             let r = state(&dir).await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
                 );
@@ -221,7 +244,7 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
         }
         Cmd::GuestDf => {
             let r = state(&dir).await?;
-            print!("{}", toolbox::sim::diskinfo::df_table(&r.disks));
+            out!("{}", toolbox::sim::diskinfo::df_table(&r.disks));
             Ok(())
         }
         Cmd::VmPower {
@@ -253,7 +276,7 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
             )
             .await?;
             let reply = r.value.unwrap_or_default();
-            println!("{request}: {reply}");
+            outln!("{request}: {reply}");
             if !reply.starts_with("OK") {
                 return Err(format!("the guest refused {request}"));
             }
@@ -261,7 +284,7 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
             loop {
                 let s = state(&dir).await?;
                 if let Some((ok, st)) = s.statechanges.get(before) {
-                    println!("tools.os.statechange.status {ok} {st}");
+                    outln!("tools.os.statechange.status {ok} {st}");
                     return if *ok == 1 && *st == *state_no {
                         Ok(())
                     } else {
@@ -279,7 +302,7 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
         Cmd::Info {
             op: InfoOp::Get { key },
         } => {
-            println!(
+            outln!(
                 "{}",
                 call(&dir, Control::InfoGet { key })
                     .await?
@@ -300,7 +323,7 @@ async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
                 },
             )
             .await?;
-            println!("{}", r.value.unwrap_or_default());
+            outln!("{}", r.value.unwrap_or_default());
             Ok(())
         }
         Cmd::Fault { kind, arg } => {

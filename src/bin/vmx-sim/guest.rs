@@ -327,7 +327,7 @@ pub async fn run(dir: &Path, cmd: GuestCmd) -> Result<(), String> {
                 .await
                 .map_err(err)?;
             let lines: Vec<String> = files.iter().map(|f| ls_line(f, simple)).collect();
-            print!("{}", tabulate(&lines));
+            out!("{}", tabulate(&lines));
             Ok(())
         }
         GuestCmd::Mkdir {
@@ -367,7 +367,7 @@ pub async fn run(dir: &Path, cmd: GuestCmd) -> Result<(), String> {
                 .mktemp(dir, &prefix, &suffix, &path)
                 .await
                 .map_err(err)?;
-            println!("{name}");
+            outln!("{name}");
             Ok(())
         }
         GuestCmd::Chmod { login, mode, file } => {

@@ -6,6 +6,8 @@
 
 use crate::config::Config;
 use crate::guestinfo::GuestInfo;
+use crate::guestops::files::GuestFiles;
+use crate::guestops::{HelperRegistry, HelperService, HelperSettings, ServiceId};
 use crate::power::Power;
 use crate::service::ServiceBuilder;
 use crate::vix::feature::GuestOps;
@@ -25,4 +27,22 @@ pub fn builder(config: Config) -> ServiceBuilder {
         Err(e) => tracing::error!(error = %e, "guest operations are off"),
     }
     b
+}
+
+/// What `toolbox __guestops-helper` serves as the authenticated user: guest files (VIX file
+/// operations and the HGFS server, which also serves the I/O streams of the user's programs)
+/// and guest processes. Both reach the same process manager, set up from the agent's
+/// `[process]` settings.
+pub fn helper_registry() -> HelperRegistry {
+    HelperRegistry::new()
+        .with_factory(ServiceId::FILES, guest_files)
+        .with_factory(
+            crate::process::PROCESS_SERVICE,
+            crate::process::service_factory,
+        )
+}
+
+fn guest_files(settings: &HelperSettings) -> Box<dyn HelperService> {
+    let streams = crate::process::ProcessFiles::new(crate::process::manager_for(settings));
+    Box::new(GuestFiles::new().with_handler(Box::new(streams)))
 }

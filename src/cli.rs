@@ -309,7 +309,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match command {
         Command::GuestOpsHelper => {
             drop(out);
-            return match crate::guestops::helper::serve(&crate::guestops::builtin_registry()) {
+            return match crate::guestops::helper::serve(&crate::agent::helper_registry()) {
                 code if code == std::process::ExitCode::SUCCESS => Ok(()),
                 _ => Err(CliError::Helper),
             };

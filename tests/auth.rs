@@ -867,6 +867,8 @@ fn descriptors_leaked_without_close_on_exec_are_reported() {
         gid: me.gid,
         groups: me.groups.clone(),
         home: me.home.clone(),
+        no_new_privs: true,
+        settings: toolbox::guestops::HelperSettings::new(),
     };
     toolbox::guestops::frame::write_frame(&mut ours, 0, &setup.encode()).unwrap();
     let (status, payload) = toolbox::guestops::frame::read_frame(&mut ours)

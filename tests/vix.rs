@@ -506,8 +506,14 @@ fn get_tools_state_needs_no_credentials_and_lists_the_switches() {
         get(PropertyId::GUEST_DELETE_FILE_ENABLED),
         Some(Value::Bool(true))
     );
+    // Carried out and not switched off: reported as vmtoolsd reports an enabled operation.
     assert_eq!(
         get(PropertyId::GUEST_START_PROGRAM_ENABLED),
+        Some(Value::Bool(false))
+    );
+    // Not carried out by this agent: always reported disabled.
+    assert_eq!(
+        get(PropertyId::GUEST_ADD_AUTH_ALIAS_ENABLED),
         Some(Value::Bool(true))
     );
     for id in 4540..=4568 {

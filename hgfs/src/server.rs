@@ -14,7 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::HgfsError;
-use crate::handler::{Access, AttrChange, FileHandler, OpenFile, OpenIntent};
+use crate::handler::{Access, AttrChange, FileAttr, FileHandler, OpenFile, OpenIntent};
 use crate::plain::PlainFiles;
 use crate::proto::{
     self, begin_reply, cp_name_to_path, decode, finish_reply, parse_request, Capability, DirEntry,
@@ -253,6 +253,15 @@ impl Server {
         }
         self.no_replace.push_back(path);
         Ok(())
+    }
+
+    /// The attributes of `guest_path` (an absolute guest path, as VIX names it) when a
+    /// registered handler serves it, `None` when it is a plain file. VIX's transfer requests
+    /// ask this first: a process stream or another virtual file has no inode to `lstat`.
+    pub fn handler_stat(&self, guest_path: &[u8]) -> Option<Result<FileAttr, HgfsError>> {
+        let path = self.resolve(&proto::path_to_cp_name(guest_path)).ok()?;
+        let handler = self.handlers.iter().find(|h| h.claims(&path))?;
+        Some(handler.stat(&path))
     }
 
     /// Handles one request packet and returns the reply packet.

@@ -11,9 +11,11 @@
 
 use super::HelperService;
 use crate::codec::Reader;
-use crate::vix::proto::{Command, OpCode, VixError};
+use crate::vix::proto::{attribute_options as opt, Command, OpCode, VixError};
 use crate::vix::{files, OpResult};
 use toolbox_hgfs::archive::ArchiveFiles;
+use toolbox_hgfs::proto::Status;
+use toolbox_hgfs::FileHandler;
 use toolbox_hgfs::{Server, ServerConfig};
 
 /// A VIX command follows.
@@ -40,9 +42,47 @@ impl GuestFiles {
         GuestFiles { hgfs }
     }
 
-    /// For the registry.
-    pub fn boxed() -> Box<dyn HelperService> {
-        Box::new(GuestFiles::new())
+    /// Adds an HGFS handler (process streams, a library user's virtual files), asked after
+    /// the ones before it and before plain files. VIX transfers of the paths it claims are
+    /// answered from its attributes.
+    pub fn with_handler(mut self, handler: Box<dyn FileHandler>) -> GuestFiles {
+        self.hgfs.register_handler(handler);
+        self
+    }
+
+    /// InitiateFileTransferFromGuest / ToGuest of a path a registered handler serves (not a
+    /// directory archive, which `files` knows): such a file has no inode to `lstat`, and
+    /// its handler says what may be done with it. `None` for everything else.
+    fn virtual_transfer(&self, command: &Command) -> Option<OpResult> {
+        let (path, upload) = match command {
+            Command::TransferFromGuest(r) => (r.path.as_str(), None),
+            Command::TransferToGuest(r) => (r.path.as_str(), Some(r)),
+            _ => return None,
+        };
+        if files::archive_path(path).is_some() {
+            return None;
+        }
+        let attr = match self.hgfs.handler_stat(path.as_bytes())? {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "virtual file refused");
+                let vix = if e.status() == Status::NO_SUCH_FILE_OR_DIR {
+                    VixError::FILE_NOT_FOUND
+                } else {
+                    VixError::FILE_ACCESS_ERROR
+                };
+                return Some(OpResult::error(vix, 0));
+            }
+        };
+        Some(match upload {
+            None if attr.mode & 0o444 == 0 => OpResult::error(VixError::FILE_ACCESS_ERROR, 0),
+            None => OpResult::ok(files::virtual_file_entry(path, attr.size, attr.mode)),
+            Some(r) if r.options & (opt::SET_HIDDEN | opt::SET_READONLY) != 0 => {
+                OpResult::error(VixError::INVALID_ARG, 0)
+            }
+            Some(_) if attr.mode & 0o222 == 0 => OpResult::error(VixError::FILE_ACCESS_ERROR, 0),
+            Some(_) => OpResult::ok(Vec::new()),
+        })
     }
 
     fn vix(&mut self, body: &[u8]) -> OpResult {
@@ -56,6 +96,9 @@ impl GuestFiles {
         };
         if let Command::HgfsPacket(p) = &command {
             return OpResult::ok(self.hgfs.handle_packet(&p.packet).to_vec());
+        }
+        if let Some(result) = self.virtual_transfer(&command) {
+            return result;
         }
         let result = files::execute(&command);
         if let Command::TransferToGuest(t) = &command {

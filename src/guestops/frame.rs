@@ -5,7 +5,7 @@
 //! request is always [`ServiceId::SETUP`] carrying the [`Setup`]; its reply carries the
 //! helper's [`Report`] of the credentials it ended up with.
 
-use super::ServiceId;
+use super::{HelperSettings, ServiceId};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 
@@ -24,6 +24,11 @@ pub const STATUS_OK: u8 = 0;
 pub const STATUS_UNKNOWN_SERVICE: u8 = 1;
 /// Reply status: the helper could not become the user; the payload says why.
 pub const STATUS_SETUP_FAILED: u8 = 2;
+/// Reply status: as [`STATUS_OK`], and the helper holds state its user still needs (see
+/// `HelperService::holds_state`), so it must not be stopped for being idle.
+pub const STATUS_OK_HOLDING: u8 = 3;
+/// Most per-service settings entries in a setup (one per service id).
+pub const MAX_SETTINGS: usize = 256;
 
 /// A frame that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +131,11 @@ pub struct Setup {
     pub groups: Vec<u32>,
     /// Home directory (the working directory, if the user may enter it).
     pub home: PathBuf,
+    /// Whether the helper sets `PR_SET_NO_NEW_PRIVS`: then neither it nor any program it
+    /// starts can gain privileges through set-user-ID files or file capabilities.
+    pub no_new_privs: bool,
+    /// What the services need of the agent's configuration.
+    pub settings: HelperSettings,
 }
 
 /// The credentials a helper runs with after setup, as the kernel reports them.
@@ -217,6 +227,13 @@ impl Setup {
         out.extend_from_slice(&self.gid.to_be_bytes());
         put_ids(&mut out, &self.groups);
         put_bytes(&mut out, self.home.as_os_str().as_bytes());
+        out.push(u8::from(self.no_new_privs));
+        let entries = self.settings.entries();
+        out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for (id, bytes) in entries {
+            out.push(id.0);
+            put_bytes(&mut out, bytes);
+        }
         out
     }
 
@@ -231,12 +248,27 @@ impl Setup {
         let gid = r.u32()?;
         let groups = r.ids()?;
         let home = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes()?));
+        let no_new_privs = match r.take(1)?[0] {
+            0 => false,
+            1 => true,
+            _ => return Err(r.bad("no_new_privs is neither 0 nor 1")),
+        };
+        let mut settings = HelperSettings::new();
+        for _ in 0..r.count(MAX_SETTINGS)? {
+            let id = ServiceId(r.take(1)?[0]);
+            if settings.entries().iter().any(|(i, _)| *i == id) {
+                return Err(r.bad("a service's settings given twice"));
+            }
+            settings = settings.with(id, r.bytes()?.to_vec());
+        }
         r.end()?;
         Ok(Setup {
             uid,
             gid,
             groups,
             home,
+            no_new_privs,
+            settings,
         })
     }
 }
@@ -355,11 +387,45 @@ mod tests {
         assert!(Setup::decode(&p).is_err());
     }
 
+    #[test]
+    fn settings_are_bounded_and_given_once() {
+        let base = Setup {
+            uid: 1,
+            gid: 1,
+            groups: vec![],
+            home: PathBuf::from("/"),
+            no_new_privs: true,
+            settings: HelperSettings::new(),
+        }
+        .encode();
+        let with_entries = |entries: &[(u8, &[u8])], count: u32| {
+            let mut p = base[..base.len() - 4].to_vec();
+            p.extend_from_slice(&count.to_be_bytes());
+            for (id, b) in entries {
+                p.push(*id);
+                p.extend_from_slice(&(b.len() as u32).to_be_bytes());
+                p.extend_from_slice(b);
+            }
+            p
+        };
+        let ok = Setup::decode(&with_entries(&[(4, b"x"), (1, b"")], 2)).unwrap();
+        assert_eq!(ok.settings.get(ServiceId(4)), b"x");
+        assert!(Setup::decode(&with_entries(&[(4, b""), (4, b"")], 2)).is_err());
+        assert!(Setup::decode(&with_entries(&[], MAX_SETTINGS as u32 + 1)).is_err());
+        let mut bad_flag = base.clone();
+        let at = bad_flag.len() - 5;
+        bad_flag[at] = 2;
+        assert!(Setup::decode(&bad_flag).is_err());
+    }
+
     proptest! {
         #[test]
         fn setup_and_report_round_trip(uid: u32, gid: u32, groups in proptest::collection::vec(any::<u32>(), 0..40),
-                                       home in "[/a-z]{0,40}", strays in proptest::collection::vec("[ -~]{0,20}", 0..5)) {
-            let s = Setup { uid, gid, groups: groups.clone(), home: PathBuf::from(home) };
+                                       home in "[/a-z]{0,40}", strays in proptest::collection::vec("[ -~]{0,20}", 0..5),
+                                       no_new_privs: bool,
+                                       settings in proptest::collection::btree_map(any::<u8>(), proptest::collection::vec(any::<u8>(), 0..30), 0..4)) {
+            let settings = settings.into_iter().fold(HelperSettings::new(), |s, (id, b)| s.with(ServiceId(id), b));
+            let s = Setup { uid, gid, groups: groups.clone(), home: PathBuf::from(home), no_new_privs, settings };
             prop_assert_eq!(Setup::decode(&s.encode()).unwrap(), s);
             let r = Report { uids: [uid, gid, uid], gids: [gid, uid, gid], groups, stray_fds: strays };
             prop_assert_eq!(Report::decode(&r.encode()).unwrap(), r);

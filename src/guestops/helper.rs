@@ -100,9 +100,20 @@ pub fn serve_on(stream: &mut UnixStream, registry: &HelperRegistry) -> Result<()
         }
     };
     frame::write_frame(stream, frame::STATUS_OK, &report.encode())?;
-    let mut services = registry.instantiate();
+    let mut services = registry.instantiate(&setup.settings);
+    let status = |services: &[(ServiceId, Box<dyn super::HelperService>)]| {
+        if services.iter().any(|(_, s)| s.holds_state()) {
+            frame::STATUS_OK_HOLDING
+        } else {
+            frame::STATUS_OK
+        }
+    };
     while let Some((tag, request)) = frame::read_frame(stream)? {
         let id = frame::service_of(tag);
+        if id == ServiceId::HOLDS {
+            frame::write_frame(stream, status(&services), &[])?;
+            continue;
+        }
         if id == ServiceId::IDENTITY {
             let now = current_report(Vec::new()).map_err(|source| HelperError::Drop {
                 uid: setup.uid,
@@ -115,7 +126,7 @@ pub fn serve_on(stream: &mut UnixStream, registry: &HelperRegistry) -> Result<()
         match services.iter_mut().find(|(i, _)| *i == id) {
             Some((_, service)) => {
                 let reply = service.handle(&request);
-                frame::write_frame(stream, frame::STATUS_OK, &reply)?;
+                frame::write_frame(stream, status(&services), &reply)?;
             }
             None => frame::write_frame(stream, frame::STATUS_UNKNOWN_SERVICE, &[])?,
         }
@@ -191,7 +202,9 @@ fn become_user(setup: &Setup, keep: &[i32]) -> Result<Report, HelperError> {
             target: setup.uid,
         });
     }
-    nix::sys::prctl::set_no_new_privs().map_err(step("PR_SET_NO_NEW_PRIVS"))?;
+    if setup.no_new_privs {
+        nix::sys::prctl::set_no_new_privs().map_err(step("PR_SET_NO_NEW_PRIVS"))?;
+    }
     nix::sys::prctl::set_dumpable(false).map_err(step("PR_SET_DUMPABLE"))?;
     umask(Mode::from_bits_truncate(0o022));
     // As the user, so a home the user cannot enter is not entered.

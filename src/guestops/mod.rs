@@ -40,8 +40,13 @@ impl ServiceId {
     /// Guest files: VIX file operations and the HGFS server, one service because they share
     /// state ([`files`]).
     pub const FILES: ServiceId = ServiceId(1);
+    /// Asks whether the helper holds state its user still needs ([`HelperService::holds_state`]):
+    /// the pool's idle reaper asks before it stops a helper (not a handler).
+    pub const HOLDS: ServiceId = ServiceId(2);
     /// Reports the helper's credentials again (health check, tests).
     pub const IDENTITY: ServiceId = ServiceId(3);
+    /// Guest processes (`crate::process`): programs, their I/O, the process list.
+    pub const PROCESSES: ServiceId = ServiceId(4);
 }
 
 impl fmt::Debug for ServiceId {
@@ -49,7 +54,9 @@ impl fmt::Debug for ServiceId {
         match *self {
             ServiceId::SETUP => f.write_str("SETUP"),
             ServiceId::FILES => f.write_str("FILES"),
+            ServiceId::HOLDS => f.write_str("HOLDS"),
             ServiceId::IDENTITY => f.write_str("IDENTITY"),
+            ServiceId::PROCESSES => f.write_str("PROCESSES"),
             ServiceId(other) => write!(f, "ServiceId(0x{other:02x})"),
         }
     }
@@ -68,6 +75,13 @@ pub trait HelperService {
     /// Handles one request. Errors are part of the reply's encoding; a panic ends the helper
     /// (the agent sees it die and starts a new one on the next request).
     fn handle(&mut self, request: &[u8]) -> Vec<u8>;
+
+    /// Whether this service holds state its user still needs although no request is in
+    /// flight (programs running, exit codes not yet collected): the pool then keeps the helper
+    /// past its idle timeout, asking again later.
+    fn holds_state(&self) -> bool {
+        false
+    }
 }
 
 /// A stateless handler.
@@ -79,8 +93,44 @@ impl HelperService for HandlerFn {
     }
 }
 
-/// Makes a fresh [`HelperService`] when a helper starts.
-pub type ServiceFactory = fn() -> Box<dyn HelperService>;
+/// Makes a fresh [`HelperService`] when a helper starts, from the settings the agent sent it.
+pub type ServiceFactory = fn(&HelperSettings) -> Box<dyn HelperService>;
+
+/// Per-service settings the agent hands every helper at setup ([`PoolConfig::settings`]):
+/// the helper runs as the user and may not be able to read the agent's configuration file,
+/// so what a service needs of it travels with the setup. Opaque bytes, each service encodes
+/// and decodes its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HelperSettings {
+    entries: Vec<(ServiceId, Vec<u8>)>,
+}
+
+impl HelperSettings {
+    /// No settings.
+    pub fn new() -> HelperSettings {
+        HelperSettings::default()
+    }
+
+    /// Sets `id`'s settings (replacing earlier ones).
+    pub fn with(mut self, id: ServiceId, settings: Vec<u8>) -> HelperSettings {
+        self.entries.retain(|(i, _)| *i != id);
+        self.entries.push((id, settings));
+        self
+    }
+
+    /// `id`'s settings; empty when none were given.
+    pub fn get(&self, id: ServiceId) -> &[u8] {
+        self.entries
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map_or(&[][..], |(_, s)| s)
+    }
+
+    /// All entries, for the setup frame.
+    pub(crate) fn entries(&self) -> &[(ServiceId, Vec<u8>)] {
+        &self.entries
+    }
+}
 
 enum Entry {
     Plain(HandlerFn),
@@ -123,24 +173,21 @@ impl HelperRegistry {
     }
 
     /// The services one helper process runs.
-    pub(crate) fn instantiate(&self) -> Vec<(ServiceId, Box<dyn HelperService>)> {
+    pub(crate) fn instantiate(
+        &self,
+        settings: &HelperSettings,
+    ) -> Vec<(ServiceId, Box<dyn HelperService>)> {
         self.entries
             .iter()
             .map(|(id, e)| {
                 let service: Box<dyn HelperService> = match e {
                     Entry::Plain(f) => Box::new(*f),
-                    Entry::Factory(make) => make(),
+                    Entry::Factory(make) => make(settings),
                 };
                 (*id, service)
             })
             .collect()
     }
-}
-
-/// What `toolbox __guestops-helper` serves: guest files ([`ServiceId::FILES`]: VIX file operations
-/// and the HGFS server).
-pub fn builtin_registry() -> HelperRegistry {
-    HelperRegistry::new().with_factory(ServiceId::FILES, files::GuestFiles::boxed)
 }
 
 /// The hidden subcommand that runs a helper.

@@ -1,7 +1,7 @@
 //! The agent side: a bounded pool of helper processes, one per uid.
 
 use super::frame::{self, FrameError, Report, Setup};
-use super::{ServiceId, HELPER_SUBCOMMAND};
+use super::{HelperSettings, ServiceId, HELPER_SUBCOMMAND};
 use crate::auth::{AccountFiles, AccountStamp, UserIdentity};
 use nix::unistd::geteuid;
 use std::collections::HashMap;
@@ -52,11 +52,17 @@ pub struct PoolConfig {
     pub call_timeout: Duration,
     /// Account files to watch, if any.
     pub account_watch: Option<AccountWatch>,
+    /// Whether helpers set `PR_SET_NO_NEW_PRIVS` (so programs they start cannot gain
+    /// privileges through set-user-ID files or file capabilities either).
+    pub no_new_privs: bool,
+    /// What the helpers' services need of the configuration.
+    pub settings: HelperSettings,
 }
 
 impl Default for PoolConfig {
     /// `/proc/self/exe __guestops-helper`: the very binary that runs (even if its file was
-    /// replaced by an upgrade since), 8 helpers, 30 s idle, 2 min per request.
+    /// replaced by an upgrade since), 8 helpers, 30 s idle (longer while a helper holds
+    /// state), 2 min per request, no new privileges.
     fn default() -> Self {
         PoolConfig {
             program: PathBuf::from("/proc/self/exe"),
@@ -66,6 +72,8 @@ impl Default for PoolConfig {
             idle_timeout: Duration::from_secs(30),
             call_timeout: Duration::from_secs(120),
             account_watch: None,
+            no_new_privs: true,
+            settings: HelperSettings::new(),
         }
     }
 }
@@ -140,6 +148,8 @@ struct Slot {
     identity: UserIdentity,
     helper: Mutex<Option<Helper>>,
     last_used: Mutex<Instant>,
+    /// The helper said, in its last reply, that it holds state its user still needs.
+    holds: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -290,7 +300,13 @@ impl HelperPool {
         let outcome = exchange(helper, service, payload);
         *lock(&slot.last_used) = Instant::now();
         match outcome {
-            Ok((frame::STATUS_OK, reply)) => Ok(reply),
+            Ok((status @ (frame::STATUS_OK | frame::STATUS_OK_HOLDING), reply)) => {
+                slot.holds.store(
+                    status == frame::STATUS_OK_HOLDING,
+                    std::sync::atomic::Ordering::Release,
+                );
+                Ok(reply)
+            }
             Ok((frame::STATUS_UNKNOWN_SERVICE, _)) => Err(GuestOpsError::UnknownService(service)),
             Ok((status, _)) => {
                 *guard = None;
@@ -353,6 +369,7 @@ impl HelperPool {
             identity: user.clone(),
             helper: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
+            holds: std::sync::atomic::AtomicBool::new(false),
         });
         slots.insert(user.uid, slot.clone());
         Ok(slot)
@@ -400,6 +417,8 @@ impl HelperPool {
             gid: user.gid,
             groups: user.groups.clone(),
             home: user.home.clone(),
+            no_new_privs: config.no_new_privs,
+            settings: config.settings.clone(),
         };
         let setup_err = |message: String| GuestOpsError::Setup {
             user: user.name.clone(),
@@ -501,17 +520,58 @@ fn watch_accounts(inner: &Inner) {
     retire_changed(inner, &*watch.resolve);
 }
 
+/// Whether an idle helper still holds state: asks it (the answer it gave with its last reply
+/// may be stale: its programs may have ended since). A helper that cannot answer holds
+/// nothing worth keeping. Restarts the idle clock of one that holds state, so it is asked
+/// again one idle timeout later, not on every tick.
+fn still_holds(slot: &Slot) -> bool {
+    use std::sync::atomic::Ordering;
+    if !slot.holds.load(Ordering::Acquire) {
+        return false;
+    }
+    let Ok(mut guard) = slot.helper.try_lock() else {
+        return true;
+    };
+    let Some(helper) = guard.as_mut() else {
+        return false;
+    };
+    let holds = matches!(
+        exchange(helper, ServiceId::HOLDS, &[]),
+        Ok((frame::STATUS_OK_HOLDING, _))
+    );
+    slot.holds.store(holds, Ordering::Release);
+    if holds {
+        *lock(&slot.last_used) = Instant::now();
+    }
+    holds
+}
+
 fn reap(inner: &Inner) {
     watch_accounts(inner);
     let idle = inner.config.idle_timeout;
     let now = Instant::now();
-    let mut slots = lock(&inner.slots);
-    let stale: Vec<u32> = slots
+    let candidates: Vec<(u32, Arc<Slot>)> = lock(&inner.slots)
         .iter()
         .filter(|(_, s)| {
             s.helper.try_lock().is_ok() && now.duration_since(*lock(&s.last_used)) >= idle
         })
-        .map(|(uid, _)| *uid)
+        .map(|(uid, s)| (*uid, s.clone()))
+        .collect();
+    // Asked without the pool locked: a helper's answer takes a round trip.
+    let stale: Vec<u32> = candidates
+        .into_iter()
+        .filter(|(_, s)| !still_holds(s))
+        .map(|(uid, _)| uid)
+        .collect();
+    let mut slots = lock(&inner.slots);
+    // Only slots still idle: a request may have come in meanwhile.
+    let stale: Vec<u32> = stale
+        .into_iter()
+        .filter(|uid| {
+            slots.get(uid).is_some_and(|s| {
+                s.helper.try_lock().is_ok() && now.duration_since(*lock(&s.last_used)) >= idle
+            })
+        })
         .collect();
     let gone: Vec<_> = stale.iter().filter_map(|uid| slots.remove(uid)).collect();
     drop(slots);

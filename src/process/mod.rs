@@ -7,9 +7,10 @@
 //! user's login environment the agent gave the helper. The agent reaches it as the helper
 //! service [`PROCESS_SERVICE`]: [`encode_call`] the decoded VIX command, send it with
 //! `HelperPool::call(user, PROCESS_SERVICE, &payload)`, and [`decode_reply`] the answer.
-//! One [`ProcessManager`] per helper ([`shared`]) is shared by the service and by the
-//! [`ProcessFiles`] handler the helper's HGFS server registers, so `/proc/<pid>/stdout` of a
-//! program reaches the same pipes.
+//! One [`ProcessManager`] per helper ([`shared`], set up by [`manager_for`] from the
+//! `[process]` settings the agent sent) is shared by the service and by the [`ProcessFiles`]
+//! handler the helper's HGFS server registers, so `/proc/<pid>/stdout` of a program reaches
+//! the same pipes.
 //!
 //! - [`manager`]: starting, reaping, remembering and killing programs.
 //! - [`proclist`]: the `/proc` listing and its chunks.
@@ -30,15 +31,14 @@ pub use io::ProcessFiles;
 pub use manager::{ManagerConfig, ProcessManager, ProcessRecord, StartError, TerminateError};
 
 use crate::codec::Reader;
-use crate::guestops::{HelperService, ServiceId};
+use crate::guestops::{HelperService, HelperSettings, ServiceId};
 use crate::vix::files::escape_xml;
 use crate::vix::proto::{Command, DecodeError, OpCode, VixError, MAX_RESULT_SIZE};
 use crate::vix::OpResult;
 use std::sync::{Arc, OnceLock};
 
-/// The helper service id of process operations (next free after
-/// [`ServiceId::IDENTITY`]).
-pub const PROCESS_SERVICE: ServiceId = ServiceId(4);
+/// The helper service id of process operations.
+pub const PROCESS_SERVICE: ServiceId = ServiceId::PROCESSES;
 
 /// True for the ops this module carries out.
 pub fn is_process_op(op: OpCode) -> bool {
@@ -112,6 +112,21 @@ pub fn install(config: &config::ProcessConfig, functions: FunctionRegistry) -> b
         )
     });
     installed
+}
+
+/// This helper's manager, set up from the `[process]` settings the agent sent (the defaults
+/// when it sent none or they do not decode, which is logged). Library users who add their
+/// own functions call [`install`] before the helper serves, in their own factory.
+pub fn manager_for(settings: &HelperSettings) -> Arc<ProcessManager> {
+    let config = match config::ProcessConfig::from_settings(settings.get(PROCESS_SERVICE)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "using the default process settings");
+            config::ProcessConfig::default()
+        }
+    };
+    install(&config, default_functions(&config));
+    shared()
 }
 
 /// This process's manager (the defaults, with `http.RoundTrip`, unless [`install`] ran).
@@ -212,6 +227,13 @@ impl ProcessService {
 }
 
 impl HelperService for ProcessService {
+    /// Programs still running, or ended with exit codes the host has yet to read: the helper
+    /// must outlive its idle timeout, or they would be lost with it.
+    fn holds_state(&self) -> bool {
+        self.manager.prune();
+        self.manager.tracked() > 0
+    }
+
     fn handle(&mut self, request: &[u8]) -> Vec<u8> {
         let mut r = Reader::new(request);
         let result = match r.u32_le() {
@@ -227,8 +249,8 @@ impl HelperService for ProcessService {
 }
 
 /// The factory for `HelperRegistry::with_factory(PROCESS_SERVICE, service_factory)`.
-pub fn service_factory() -> Box<dyn HelperService> {
-    Box::new(ProcessService::new(shared()))
+pub fn service_factory(settings: &HelperSettings) -> Box<dyn HelperService> {
+    Box::new(ProcessService::new(manager_for(settings)))
 }
 
 #[doc(hidden)]

@@ -13,7 +13,8 @@ use crate::auth;
 use crate::config::Config;
 use crate::dispatch::{Answer, Context, Feature, Registry, Reply};
 use crate::guestops::files::{decode_result, encode_hgfs_request, encode_vix_request};
-use crate::guestops::{AccountWatch, HelperPool, PoolConfig, ServiceId};
+use crate::guestops::{AccountWatch, HelperPool, HelperSettings, PoolConfig, ServiceId};
+use crate::process;
 use std::sync::Arc;
 use tracing::warn;
 
@@ -35,21 +36,32 @@ impl Authenticator for Logins {
     }
 }
 
-/// Runs operations in the user's helper process.
+/// Runs operations in the user's helper process: process operations in its process service,
+/// everything else in its file service.
 struct InHelper(Arc<HelperPool>);
 
 impl RunAs for InHelper {
     fn run(&self, user: &UserIdentity, command: &super::Command) -> OpResult {
-        match self
-            .0
-            .call(user, ServiceId::FILES, &encode_vix_request(command))
-        {
-            Ok(reply) => decode_result(&reply),
-            Err(e) => {
-                warn!(user = %user.name, error = %e, "guest operation helper failed");
-                OpResult::error(VixError::FAIL, 0)
-            }
-        }
+        let outcome = if process::is_process_op(command.op()) {
+            self.0
+                .call(
+                    user,
+                    process::PROCESS_SERVICE,
+                    &process::encode_call(command),
+                )
+                .map(|reply| {
+                    process::decode_reply(&reply)
+                        .unwrap_or_else(|_| OpResult::error(VixError::FAIL, 0))
+                })
+        } else {
+            self.0
+                .call(user, ServiceId::FILES, &encode_vix_request(command))
+                .map(|reply| decode_result(&reply))
+        };
+        outcome.unwrap_or_else(|e| {
+            warn!(user = %user.name, error = %e, "guest operation helper failed");
+            OpResult::error(VixError::FAIL, 0)
+        })
     }
 }
 
@@ -101,6 +113,13 @@ impl GuestOps {
                 files: authenticator.account_files().clone(),
                 resolve: Arc::new(move |name: &str| resolver.resolve(name).ok().flatten()),
             }),
+            no_new_privs: config.process.no_new_privileges
+                || super::server::is_disabled(
+                    &config.guestoperations,
+                    super::OpCode::START_PROGRAM,
+                ),
+            settings: HelperSettings::new()
+                .with(process::PROCESS_SERVICE, config.process.to_settings()),
             ..PoolConfig::default()
         }));
         // Only the names are wanted: no disks.

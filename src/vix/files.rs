@@ -716,18 +716,7 @@ fn existing_archive(path: &str) -> Result<Option<ArchivePath>, OpError> {
 /// archive form, which reports a regular file of unknown (maximal) size.
 pub fn transfer_from_guest(path: &str) -> Result<Vec<u8>, OpError> {
     if existing_archive(path)?.is_some() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        return Ok(format!(
-            "<fxi><Name>{}</Name><ft>0</ft><fs>{ARCHIVE_SIZE}</fs><mt>{now}</mt><at>{now}</at>\
-             <uid>{}</uid><gid>{}</gid><perm>{}</perm><slt></slt></fxi>",
-            escape_xml(path.as_bytes()),
-            nix::unistd::geteuid().as_raw() as i32,
-            nix::unistd::getegid().as_raw() as i32,
-            (SFlag::S_IFREG.bits() | 0o600) as i32,
-        )
-        .into_bytes());
+        return Ok(virtual_file_entry(path, ARCHIVE_SIZE, 0o600));
     }
     let p = Path::new(path);
     let st = lstat(p)?;
@@ -736,6 +725,24 @@ pub fn transfer_from_guest(path: &str) -> Result<Vec<u8>, OpError> {
         SFlag::S_IFDIR => Err(OpError::vix(VixError::NOT_A_FILE)),
         _ => Ok(format_entry(path.as_bytes(), AT_FDCWD, p).into_bytes()),
     }
+}
+
+/// The `<fxi>` of a file that exists only while it is served (a directory archive, a
+/// program's output stream): a regular file of `size` bytes and permissions `perm`, owned by
+/// this (helper) process's user, made now.
+pub fn virtual_file_entry(name: &str, size: u64, perm: u32) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "<fxi><Name>{}</Name><ft>0</ft><fs>{size}</fs><mt>{now}</mt><at>{now}</at>\
+         <uid>{}</uid><gid>{}</gid><perm>{}</perm><slt></slt></fxi>",
+        escape_xml(name.as_bytes()),
+        nix::unistd::geteuid().as_raw() as i32,
+        nix::unistd::getegid().as_raw() as i32,
+        (SFlag::S_IFREG.bits() | (perm & 0o7777)) as i32,
+    )
+    .into_bytes()
 }
 
 fn writable(p: &Path) -> Result<(), OpError> {

@@ -212,22 +212,22 @@ const API_PROPERTIES: &[(PropertyId, &str, bool)] = &[
     (
         PropertyId::GUEST_START_PROGRAM_ENABLED,
         "StartProgramInGuest",
-        false,
+        true,
     ),
     (
         PropertyId::GUEST_LIST_PROCESSES_ENABLED,
         "ListProcessesInGuest",
-        false,
+        true,
     ),
     (
         PropertyId::GUEST_TERMINATE_PROCESS_ENABLED,
         "TerminateProcessInGuest",
-        false,
+        true,
     ),
     (
         PropertyId::GUEST_READ_ENVIRONMENT_VARIABLE_ENABLED,
         "ReadEnvironmentVariableInGuest",
-        false,
+        true,
     ),
     (
         PropertyId::GUEST_VALIDATE_CREDENTIALS_ENABLED,
@@ -356,9 +356,8 @@ const API_PROPERTIES: &[(PropertyId, &str, bool)] = &[
 ///
 /// The `*_ENABLED` booleans carry what vmtoolsd puts in them: whether the operation is
 /// *disabled* (`VixToolsComputeEnabledProperty` returns `VixToolsGetAPIDisabledFromConf`), so
-/// with nothing configured they are false. Operations this agent does not carry out (programs,
-/// processes, environment, acquire/release credentials, alias and registry operations) are
-/// reported disabled.
+/// with nothing configured they are false. Operations this agent does not carry out
+/// (acquire/release credentials, alias and registry operations) are reported disabled.
 pub fn tools_state_properties(info: &ToolsInfo, config: &GuestOperationsConfig) -> PropertyList {
     let mut l = PropertyList::default();
     let s = |v: &str| Value::String(v.to_string());

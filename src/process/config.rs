@@ -7,7 +7,7 @@
 //!
 //! [process.http]
 //! allow_loopback = true            # host:port targets on 127.0.0.0/8, ::1, localhost
-//! allow_hosts = []                 # further host:port targets, exactly as written
+//! allow_hosts = []                 # further IP:port targets (addresses; names are not resolved)
 //! unix_sockets = ["/run/docker.sock"]   # unix:/path targets allowed (none by default)
 //! max_request_bytes = 16777216     # request body
 //! max_response_bytes = 268435456   # response body
@@ -64,7 +64,7 @@ impl Default for ProcessConfig {
 pub struct HttpConfig {
     /// Whether `host:port` targets on the loopback are allowed.
     pub allow_loopback: bool,
-    /// Further `host:port` targets allowed, compared as written.
+    /// Further `IP:port` targets allowed (addresses: names are not resolved).
     pub allow_hosts: Vec<String>,
     /// `unix:/path` sockets allowed.
     pub unix_sockets: Vec<PathBuf>,

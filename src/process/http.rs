@@ -5,9 +5,10 @@
 //! Unlike govmomi, which copies raw bytes to a TCP connection, the requests are parsed with
 //! hyper, so limits apply per request: a body above [`HttpConfig::max_request_bytes`] is
 //! refused (413), a response body is cut at [`HttpConfig::max_response_bytes`], a target that
-//! cannot be reached answers 502 and one that does not answer in time 504. Targets: `host:port`
-//! on the loopback (`allow_loopback`), `host:port` listed in `allow_hosts`, and
-//! `unix:/path` for a socket listed in `unix_sockets`; anything else is 403. Several requests
+//! cannot be reached answers 502 and one that does not answer in time 504. Targets: `IP:port`
+//! on the loopback (`allow_loopback`; `localhost:port` is 127.0.0.1), `IP:port` listed in
+//! `allow_hosts`, and `unix:/path` for a socket listed in `unix_sockets`; anything else, a
+//! host name included (never resolved), is 403. Several requests
 //! in a row (keep-alive, pipelining) reuse one connection to the target.
 //!
 //! It runs on the function's thread in a current-thread tokio runtime of its own, so nothing
@@ -21,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::io::Write as _;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +41,8 @@ type Body = BoxBody<Bytes, BoxError>;
 /// Where requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// A TCP `host:port`.
-    Tcp(String),
+    /// A TCP address.
+    Tcp(SocketAddr),
     /// A Unix socket.
     Unix(PathBuf),
 }
@@ -55,6 +56,9 @@ pub enum TargetError {
     /// Not allowed by `[process.http]`.
     #[error("target {0:?} is not allowed by [process.http]")]
     NotAllowed(String),
+    /// A host name: targets are addresses (`localhost` aside), never resolved.
+    #[error("target {0:?} names a host; give an address (names are not resolved)")]
+    NotAnAddress(String),
 }
 
 /// Checks the function's argument against the configuration.
@@ -71,30 +75,34 @@ pub fn resolve_target(arg: &str, config: &HttpConfig) -> Result<Target, TargetEr
             Err(TargetError::NotAllowed(arg.to_string()))
         };
     }
-    let Some((host, port)) = arg.rsplit_once(':') else {
-        return Err(TargetError::Malformed(arg.to_string()));
-    };
-    if port.parse::<u16>().is_err() || host.is_empty() {
-        return Err(TargetError::Malformed(arg.to_string()));
-    }
-    if config.allow_hosts.iter().any(|h| h == arg) {
-        return Ok(Target::Tcp(arg.to_string()));
-    }
-    if config.allow_loopback {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback = bare.eq_ignore_ascii_case("localhost")
-            || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if loopback {
-            // localhost is pinned to the loopback address rather than resolved.
-            let addr = if bare.eq_ignore_ascii_case("localhost") {
-                format!("127.0.0.1:{port}")
-            } else {
-                arg.to_string()
+    // Addresses only: a name other than localhost is not resolved, so what the configuration
+    // allows is exactly what is reached (no DNS answer can move a target), and the static
+    // binary carries no resolver.
+    let addr = match arg.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            let Some((host, port)) = arg.rsplit_once(':') else {
+                return Err(TargetError::Malformed(arg.to_string()));
             };
-            return Ok(Target::Tcp(addr));
+            let Ok(port) = port.parse::<u16>() else {
+                return Err(TargetError::Malformed(arg.to_string()));
+            };
+            if !host.eq_ignore_ascii_case("localhost") {
+                return Err(TargetError::NotAnAddress(arg.to_string()));
+            }
+            // localhost is pinned to the loopback address rather than resolved.
+            SocketAddr::from(([127, 0, 0, 1], port))
         }
+    };
+    let listed = config
+        .allow_hosts
+        .iter()
+        .any(|h| h.parse::<SocketAddr>() == Ok(addr));
+    if listed || (config.allow_loopback && addr.ip().is_loopback()) {
+        Ok(Target::Tcp(addr))
+    } else {
+        Err(TargetError::NotAllowed(arg.to_string()))
     }
-    Err(TargetError::NotAllowed(arg.to_string()))
 }
 
 /// Standard input and output as one duplex stream for hyper.
@@ -346,19 +354,12 @@ mod tests {
 
     #[test]
     fn targets_follow_the_configuration() {
+        let tcp = |a: &str| Ok(Target::Tcp(a.parse().unwrap()));
         let mut c = HttpConfig::default();
-        assert_eq!(
-            resolve_target("127.0.0.1:80", &c),
-            Ok(Target::Tcp("127.0.0.1:80".into()))
-        );
-        assert_eq!(
-            resolve_target("localhost:8080", &c),
-            Ok(Target::Tcp("127.0.0.1:8080".into()))
-        );
-        assert_eq!(
-            resolve_target("[::1]:80", &c),
-            Ok(Target::Tcp("[::1]:80".into()))
-        );
+        assert_eq!(resolve_target("127.0.0.1:80", &c), tcp("127.0.0.1:80"));
+        assert_eq!(resolve_target("localhost:8080", &c), tcp("127.0.0.1:8080"));
+        assert_eq!(resolve_target("LocalHost:8080", &c), tcp("127.0.0.1:8080"));
+        assert_eq!(resolve_target("[::1]:80", &c), tcp("[::1]:80"));
         assert!(matches!(
             resolve_target("10.0.0.1:80", &c),
             Err(TargetError::NotAllowed(_))
@@ -371,17 +372,23 @@ mod tests {
             resolve_target("nonsense", &c),
             Err(TargetError::Malformed(_))
         ));
+        assert!(matches!(
+            resolve_target("localhost:99999", &c),
+            Err(TargetError::Malformed(_))
+        ));
         c.unix_sockets.push("/run/docker.sock".into());
         c.allow_hosts.push("10.0.0.1:80".into());
+        c.allow_hosts.push("db.internal:5432".into());
         c.allow_loopback = false;
         assert_eq!(
             resolve_target("unix:/run/docker.sock", &c),
             Ok(Target::Unix("/run/docker.sock".into()))
         );
-        assert_eq!(
-            resolve_target("10.0.0.1:80", &c),
-            Ok(Target::Tcp("10.0.0.1:80".into()))
-        );
+        assert_eq!(resolve_target("10.0.0.1:80", &c), tcp("10.0.0.1:80"));
+        assert!(matches!(
+            resolve_target("db.internal:5432", &c),
+            Err(TargetError::NotAnAddress(_))
+        ));
         assert!(resolve_target("127.0.0.1:80", &c).is_err());
     }
 }

@@ -211,7 +211,7 @@ async fn with_simulator() {
     // The static build, when scripts/qemu-vmport.sh has made it.
     let static_bin = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/target/x86_64-unknown-linux-gnu/release/toolbox"
+        "/target/x86_64-unknown-linux-gnu/release-static/toolbox"
     );
     if std::path::Path::new(static_bin).exists() {
         let d2 = tempdir("sim-static");

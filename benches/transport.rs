@@ -151,7 +151,7 @@ fn paired(
 /// VMX is. The difference between the two is the peer's wakeup and answer, not the agent.
 fn process_wall_time() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let static_bin = root.join("target/x86_64-unknown-linux-gnu/release/toolbox");
+    let static_bin = root.join("target/x86_64-unknown-linux-gnu/release-static/toolbox");
     let mut bins = vec![("dynamic", PathBuf::from(env!("CARGO_BIN_EXE_toolbox")))];
     if static_bin.exists() {
         bins.push(("static", static_bin));
@@ -230,7 +230,7 @@ fn binary_sizes() {
         );
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let static_bin = root.join("target/x86_64-unknown-linux-gnu/release/toolbox");
+    let static_bin = root.join("target/x86_64-unknown-linux-gnu/release-static/toolbox");
     match std::fs::metadata(&static_bin) {
         Ok(m) => println!(
             "release toolbox binary (stripped, static, from scripts/qemu-vmport.sh): {} bytes",

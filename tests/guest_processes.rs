@@ -6,6 +6,7 @@
 mod util;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 use toolbox::sim::guestops::{GuestOps, HttpRequest, InProcess};
@@ -329,7 +330,11 @@ async fn exit_codes_environment_directories_quoting_and_stdin() {
         ok(&govc(&sim, &u, &["guest.run", "id", "-u"]).await),
         format!("{}\n", acc.uid)
     );
-    // The guest.run temporaries are gone again.
+    // The guest.run temporaries (where guest.mktemp makes them) are gone again.
+    let probe = ok(&govc(&sim, &u, &["guest.mktemp", "-t", "govmomi-"]).await);
+    let probe = Path::new(probe.trim());
+    assert_eq!(probe.parent(), Some(std::env::temp_dir().as_path()));
+    ok(&govc(&sim, &u, &["guest.rm", probe.to_str().unwrap()]).await);
     let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()
@@ -467,6 +472,30 @@ async fn a_hundred_megabytes_through_guest_run() {
         .unwrap();
     assert_eq!(direct.stdout.len(), SIZE);
     let local = local.elapsed();
+    // A reader who stops early: no panic, no error, the program's exit code.
+    let o = tokio::task::spawn_blocking({
+        let dir = sim.dir().to_path_buf();
+        move || {
+            std::process::Command::new("/bin/bash")
+                .arg("-c")
+                .arg(format!(
+                    "set -o pipefail; {VMX_SIM} -d '{}' guest.run head -c 3000000 /dev/zero | head -c 10 | wc -c",
+                    dir.display()
+                ))
+                .env("GOVC_GUEST_LOGIN", root())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "10");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     println!(
         "guest.run of 100 MB: {:.2} s, {:.1} MB/s (the same program to a local pipe: {:.2} s)",
         took.as_secs_f64(),

@@ -698,8 +698,11 @@ async fn http_round_trips_on_loopback_and_a_unix_socket() {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     let unix = tokio::net::UnixListener::bind(&socket).unwrap();
+    let tcp_connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = tcp_connections.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = tcp.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             serve_connection(s);
         }
     });
@@ -787,6 +790,32 @@ async fn http_round_trips_on_loopback_and_a_unix_socket() {
             LARGE as f64 / 1e6 / through.as_secs_f64()
         );
     }
+    // Keep-alive: three requests written at once go over one connection to the target.
+    let before = tcp_connections.load(std::sync::atomic::Ordering::SeqCst);
+    let mut echo = HttpRequest::new("POST", &format!("{base}/echo")).unwrap();
+    echo.body = b"second".to_vec();
+    let all = ops
+        .http_pipelined(&[
+            HttpRequest::new("GET", &format!("{base}/hello")).unwrap(),
+            echo,
+            HttpRequest::new("GET", &format!("{base}/chunked")).unwrap(),
+        ])
+        .await
+        .unwrap();
+    let bodies: Vec<&[u8]> = all.iter().map(|r| &r.body[..]).collect();
+    assert_eq!(
+        bodies,
+        [
+            &b"hello\n"[..],
+            b"POST 6 second",
+            b"part 0;part 1;part 2;part 3;part 4;"
+        ]
+    );
+    assert_eq!(
+        tcp_connections.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+
     // A dead target: 502; a slow one beyond the configured time limit: 504; a socket the
     // configuration does not list: 403.
     let resp = ops

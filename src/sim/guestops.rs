@@ -965,9 +965,14 @@ impl HttpRequest {
         })
     }
 
-    /// The HTTP/1.1 bytes the host writes to the function's standard input: one request,
-    /// `Connection: close`, the body with its length.
+    /// The HTTP/1.1 bytes the host writes to the function's standard input: the request
+    /// with `Connection: close`, the body with its length.
     pub fn encode(&self) -> Result<Vec<u8>, GuestOpsError> {
+        self.encode_as(true)
+    }
+
+    /// [`HttpRequest::encode`]; without `close`, the connection is kept for a next request.
+    pub fn encode_as(&self, close: bool) -> Result<Vec<u8>, GuestOpsError> {
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {}\r\n",
             self.method, self.path, self.host
@@ -993,7 +998,11 @@ impl HttpRequest {
         if !has_length && (body_allowed || !self.body.is_empty()) {
             head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         }
-        head.push_str("Connection: close\r\n\r\n");
+        head.push_str(if close {
+            "Connection: close\r\n\r\n"
+        } else {
+            "\r\n"
+        });
         let mut out = head.into_bytes();
         out.extend_from_slice(&self.body);
         Ok(out)
@@ -1023,86 +1032,177 @@ impl HttpResponse {
 #[error("the guest's HTTP response: {0}")]
 pub struct HttpParseError(String);
 
-/// Parses the HTTP/1.1 response `bytes` to a `method` request with hyper's client codec (fed
-/// from memory), so chunked, sized and close-delimited bodies are read as hyper reads them.
-pub async fn parse_http_response(
+/// At most this many header lines per response (what the host keeps room for).
+pub const MAX_RESPONSE_HEADERS: usize = 128;
+
+fn parse_error(why: impl std::fmt::Display) -> HttpParseError {
+    HttpParseError(why.to_string())
+}
+
+/// How a response's body ends (RFC 9112 section 6.3).
+enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// Parses one HTTP/1.1 response to a `method` request from the front of `bytes` (head with
+/// `httparse`, chunk sizes with its chunk parser); the response and the bytes it took.
+/// Interim 1xx responses are skipped. A body that runs to the end of the input (no length,
+/// not chunked) takes all of it.
+pub fn parse_http_response(
     method: &str,
-    bytes: Vec<u8>,
-) -> Result<HttpResponse, HttpParseError> {
-    use http_body_util::{BodyExt, Empty};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let err = |e: &dyn std::fmt::Display| HttpParseError(e.to_string());
-    let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| err(&e))?;
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(ours))
-            .await
-            .map_err(|e| err(&e))?;
-    let (mut read_half, mut write_half) = tokio::io::split(theirs);
-    // hyper's client takes bytes that come before its request has gone out as a broken
-    // connection, so the response is fed only once the placeholder request's head is seen.
-    let (request_sent, sent) = tokio::sync::oneshot::channel::<()>();
-    let feed = async move {
-        if sent.await.is_ok() {
-            let _ = write_half.write_all(&bytes).await;
-            let _ = write_half.shutdown().await;
-        }
-        // Held until the exchange is over: dropping it early would close the duplex.
-        write_half
-    };
-    // What hyper writes is read (and dropped) so it never blocks.
-    let drain = async move {
-        let mut head = Vec::new();
-        let mut signal = Some(request_sent);
-        let mut sink = [0u8; 4096];
-        while let Ok(n @ 1..) = read_half.read(&mut sink).await {
-            if signal.is_some() {
-                head.extend_from_slice(&sink[..n]);
-                if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    if let Some(s) = signal.take() {
-                        let _ = s.send(());
-                    }
-                }
-            }
-        }
-    };
-    let exchange = async move {
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri("/")
-            .header(hyper::header::HOST, "guest")
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| err(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| err(&e))?;
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
+    bytes: &[u8],
+) -> Result<(HttpResponse, usize), HttpParseError> {
+    let mut at = 0;
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut head = httparse::Response::new(&mut slots);
+        let head_len = match head.parse(&bytes[at..]).map_err(parse_error)? {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => return Err(parse_error("the head is cut short")),
+        };
+        let status = head.code.ok_or_else(|| parse_error("no status"))?;
+        let headers: Vec<(String, String)> = head
+            .headers
             .iter()
-            .map(|(k, v)| {
+            .map(|h| {
                 (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).trim().to_string(),
                 )
             })
             .collect();
-        let body = http_body_util::Limited::new(response.into_body(), MAX_HTTP_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| err(&*e))?
-            .to_bytes()
-            .to_vec();
-        Ok::<_, HttpParseError>(HttpResponse {
-            status,
-            headers,
-            body,
-        })
-    };
-    let conn = async move {
-        // Ends once the response is read (or refused); dropping the connection ends `drain`.
-        let _ = conn.await;
-    };
-    let (_, _, (_, result)) = tokio::join!(conn, drain, async { tokio::join!(feed, exchange) });
-    result
+        at += head_len;
+        if (100..200).contains(&status) && status != 101 {
+            continue;
+        }
+        fn values<'h>(
+            headers: &'h [(String, String)],
+            name: &'h str,
+        ) -> impl Iterator<Item = &'h (String, String)> {
+            headers.iter().filter(move |(k, _)| k == name)
+        }
+        let header = |name: &'static str| values(&headers, name);
+        let framing = if method.eq_ignore_ascii_case("HEAD")
+            || (100..200).contains(&status)
+            || status == 204
+            || status == 304
+        {
+            Framing::None
+        } else if let Some((_, te)) = header("transfer-encoding").last() {
+            let last = te.rsplit(',').next().unwrap_or("").trim();
+            if last.eq_ignore_ascii_case("chunked") {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        } else {
+            let mut lengths = header("content-length").map(|(_, v)| v.as_str());
+            match lengths.next() {
+                None => Framing::UntilClose,
+                Some(first) => {
+                    if lengths.any(|v| v != first) {
+                        return Err(parse_error("conflicting Content-Length headers"));
+                    }
+                    let n: u64 = first
+                        .parse()
+                        .map_err(|_| parse_error("a bad Content-Length"))?;
+                    match usize::try_from(n) {
+                        Ok(n) if n <= MAX_HTTP_RESPONSE => Framing::Length(n),
+                        _ => return Err(parse_error("the body is larger than the host takes")),
+                    }
+                }
+            }
+        };
+        let rest = &bytes[at..];
+        let (body, used) = match framing {
+            Framing::None => (Vec::new(), 0),
+            Framing::Length(n) => {
+                let body = rest
+                    .get(..n)
+                    .ok_or_else(|| parse_error("the body is shorter than its Content-Length"))?;
+                (body.to_vec(), n)
+            }
+            Framing::UntilClose => (rest.to_vec(), rest.len()),
+            Framing::Chunked => dechunk(rest)?,
+        };
+        at += used;
+        return Ok((
+            HttpResponse {
+                status,
+                headers,
+                body,
+            },
+            at,
+        ));
+    }
+}
+
+/// Undoes chunked transfer coding at the front of `data`; the body and the bytes taken
+/// (the trailer section included).
+fn dechunk(data: &[u8]) -> Result<(Vec<u8>, usize), HttpParseError> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let (size_len, size) = match httparse::parse_chunk_size(&data[at..])
+            .map_err(|_| parse_error("a bad chunk size"))?
+        {
+            httparse::Status::Complete(c) => c,
+            httparse::Status::Partial => return Err(parse_error("a chunk size cut short")),
+        };
+        at += size_len;
+        if size == 0 {
+            // Trailer fields, each a line, up to an empty line.
+            loop {
+                let line_end = data[at..]
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .ok_or_else(|| parse_error("the trailer section is cut short"))?;
+                at += line_end + 2;
+                if line_end == 0 {
+                    return Ok((body, at));
+                }
+            }
+        }
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|n| body.len() + n <= MAX_HTTP_RESPONSE)
+            .ok_or_else(|| parse_error("the body is larger than the host takes"))?;
+        let chunk = data
+            .get(at..at + size)
+            .ok_or_else(|| parse_error("a chunk cut short"))?;
+        body.extend_from_slice(chunk);
+        at += size;
+        if data.get(at..at + 2) != Some(b"\r\n") {
+            return Err(parse_error("a chunk without its line end"));
+        }
+        at += 2;
+    }
+}
+
+/// The responses to `methods` (in order) from one byte stream, as a server answers
+/// pipelined requests; only the last may run to the end of the stream.
+pub fn parse_http_responses(
+    methods: &[&str],
+    bytes: &[u8],
+) -> Result<Vec<HttpResponse>, HttpParseError> {
+    let mut out = Vec::with_capacity(methods.len());
+    let mut at = 0;
+    for method in methods {
+        if at == bytes.len() {
+            return Err(parse_error(format!(
+                "{} responses for {} requests",
+                out.len(),
+                methods.len()
+            )));
+        }
+        let (response, used) = parse_http_response(method, &bytes[at..])?;
+        out.push(response);
+        at += used;
+    }
+    Ok(out)
 }
 
 /// A writer that refuses to grow past `limit` bytes.
@@ -1310,12 +1410,34 @@ impl<C: Carrier> GuestOps<C> {
     /// function `http.RoundTrip` with the target as its argument, the request uploaded to
     /// `/proc/<pid>/stdin`, the response downloaded from `/proc/<pid>/stdout` and parsed.
     pub async fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, GuestOpsError> {
-        let span =
-            tracing::debug_span!("http", method = %request.method, body = request.body.len());
+        let mut all = self.http_pipelined(std::slice::from_ref(request)).await?;
+        all.pop()
+            .ok_or_else(|| HttpParseError("no response".into()).into())
+    }
+
+    /// Several requests to one target through one `http.RoundTrip`, written at once
+    /// (pipelined, the connection kept open between them, closed after the last); their
+    /// responses in order. The function forwards them over one connection to the target.
+    pub async fn http_pipelined(
+        &mut self,
+        requests: &[HttpRequest],
+    ) -> Result<Vec<HttpResponse>, GuestOpsError> {
+        let Some(first) = requests.first() else {
+            return Ok(Vec::new());
+        };
+        if requests.iter().any(|r| r.target != first.target) {
+            return Err(GuestOpsError::Usage(
+                "pipelined requests go to one target".into(),
+            ));
+        }
+        let span = tracing::debug_span!("http", requests = requests.len());
         let _enter = span.enter();
-        let bytes = request.encode()?;
+        let mut bytes = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            bytes.extend_from_slice(&r.encode_as(i + 1 == requests.len())?);
+        }
         let pid = self
-            .start(ROUND_TRIP_FUNCTION, &request.target, "", &[])
+            .start(ROUND_TRIP_FUNCTION, &first.target, "", &[])
             .await?;
         let result = async {
             let stdin = format!("/proc/{pid}/stdin");
@@ -1345,7 +1467,8 @@ impl<C: Carrier> GuestOps<C> {
                 return Err(e);
             }
         };
-        Ok(parse_http_response(&request.method, raw).await?)
+        let methods: Vec<&str> = requests.iter().map(|r| r.method.as_str()).collect();
+        Ok(parse_http_responses(&methods, &raw)?)
     }
 }
 
@@ -1440,20 +1563,17 @@ pub fn parse_unix_date(s: &str) -> Option<i64> {
 
 #[doc(hidden)]
 pub mod fuzzing {
-    /// The HTTP response parser over guest bytes: never panics, never yields a body larger
-    /// than its bound or than the input.
+    /// The HTTP response parser over guest bytes: never panics, never takes more than it
+    /// was given, never yields a body larger than the input.
     pub fn http_response(data: &[u8]) {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
         for method in ["GET", "HEAD"] {
-            if let Ok(r) = rt.block_on(super::parse_http_response(method, data.to_vec())) {
-                assert!(r.body.len() <= data.len());
-                assert!((100..1000).contains(&r.status));
+            if let Ok((r, used)) = super::parse_http_response(method, data) {
+                assert!(used <= data.len());
+                assert!(r.body.len() <= used);
             }
+        }
+        if let Ok(all) = super::parse_http_responses(&["GET", "GET"], data) {
+            assert_eq!(all.len(), 2);
         }
     }
 }
@@ -1625,11 +1745,9 @@ mod tests {
     }
 
     fn parse(method: &str, bytes: &[u8]) -> Result<HttpResponse, HttpParseError> {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(parse_http_response(method, bytes.to_vec()))
+        let (r, used) = parse_http_response(method, bytes)?;
+        assert!(used <= bytes.len());
+        Ok(r)
     }
 
     #[test]
@@ -1663,6 +1781,33 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn pipelined_responses_split_where_each_ends() {
+        let stream = b"HTTP/1.1 100 Continue\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nab\
+            HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nc\r\n0\r\nX-T: 1\r\n\r\n\
+            HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n\
+            HTTP/1.1 404 Not Found\r\n\r\nrest of it";
+        let all = parse_http_responses(&["GET", "GET", "HEAD", "GET"], stream).unwrap();
+        let got: Vec<(u16, &[u8])> = all.iter().map(|r| (r.status, &r.body[..])).collect();
+        assert_eq!(
+            got,
+            [
+                (200, &b"ab"[..]),
+                (200, b"c"),
+                (200, b""),
+                (404, b"rest of it")
+            ]
+        );
+        assert!(parse_http_responses(&["GET", "GET"], b"HTTP/1.1 200 OK\r\n\r\nall").is_err());
+        let conflicting = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab";
+        assert!(parse("GET", conflicting).is_err());
+        let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", u64::MAX);
+        assert!(parse("GET", huge.as_bytes()).is_err());
+        let huge_chunk = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffff\r\n";
+        assert!(parse("GET", huge_chunk).is_err());
     }
 
     proptest::proptest! {

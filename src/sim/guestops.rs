@@ -769,6 +769,9 @@ impl<C: Carrier> GuestOps<C> {
                         if status == toolbox_hgfs::proto::Status::GENERIC_ERROR
                             && patience.is_some_and(|p| last_data.elapsed() < p) =>
                     {
+                        // The guest waits for output before it answers so; a guest that
+                        // answers at once is still asked at a bounded rate.
+                        tokio::time::sleep(POLL_FIRST).await;
                         continue;
                     }
                     Err(e) => return Err(GuestOpsError::hgfs_fault(e, src)),
@@ -873,8 +876,8 @@ impl std::fmt::Debug for RunSpec<'_> {
     }
 }
 
-/// The StartProgram path and arguments string `guest.run` sends for `spec` with its
-/// redirections `redirects` (`<`, `1>`, `2>` and their files) appended, as govmomi's
+/// The StartProgram path and arguments string `guest.run` sends for `path` and `args` with
+/// the redirections `redirects` (`<`, `1>`, `2>` and their files) appended, as govmomi's
 /// `Client.Run` builds them: a path without `/` becomes `/bin/bash -c '<path> <args...>'`.
 pub fn run_command_line(path: &str, args: &[String], redirects: &[String]) -> (String, String) {
     let mut all: Vec<String> = args.to_vec();
@@ -945,7 +948,8 @@ impl HttpRequest {
                 return Err(bad("user information is not supported"));
             }
             let has_port = match authority.rsplit_once(':') {
-                Some((h, p)) => !p.is_empty() && !h.ends_with('[') && !p.contains(']'),
+                // The colons of a bracketed IPv6 address are no port separator.
+                Some((_, p)) => !p.is_empty() && !p.contains(']'),
                 None => false,
             };
             let target = if has_port {

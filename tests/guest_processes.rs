@@ -844,3 +844,43 @@ async fn http_round_trips_on_loopback_and_a_unix_socket() {
     fails_with(&o, "403 Forbidden");
     assert!(String::from_utf8_lossy(&o.stdout).contains("not allowed"));
 }
+
+/// Usage as govc's: help on stdout with exit 0, a bad flag value or a missing PATH exit 1
+/// with the reason on stderr, nothing sent to any simulator.
+#[test]
+fn process_commands_usage_and_help() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(VMX_SIM)
+            .args(["-d", "/nonexistent-simulator"])
+            .args(args)
+            .env_remove("GOVC_GUEST_LOGIN")
+            .output()
+            .unwrap()
+    };
+    for cmd in [
+        "guest.start",
+        "guest.ps",
+        "guest.kill",
+        "guest.getenv",
+        "guest.run",
+        "http",
+    ] {
+        let o = run(&[cmd, "-h"]);
+        assert_eq!(o.status.code(), Some(0), "{cmd}");
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains(&format!("Usage: vmx-sim {cmd}")), "{help}");
+        assert!(help.contains("-l <LOGIN>"), "{cmd} takes -l: {help}");
+    }
+    let o = run(&["guest.kill", "-p", "abc"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid syntax"));
+    for missing in [
+        &["guest.run"][..],
+        &["guest.start", "-C", "/tmp"],
+        &["http"],
+    ] {
+        let o = run(missing);
+        assert_eq!(o.status.code(), Some(1), "{missing:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("required"));
+    }
+}

@@ -818,6 +818,10 @@ pub const MAX_PROCESS_LISTING: u32 = 64 * 1024 * 1024;
 /// `[process.http] max_response_bytes` (256 MiB) plus room for the head.
 pub const MAX_HTTP_RESPONSE: usize = 256 * 1024 * 1024 + 64 * 1024;
 
+/// The largest request body `vmx-sim http -d -` reads from its standard input (the agent
+/// refuses bodies above its `[process.http] max_request_bytes`, 16 MiB by default, with 413).
+pub const MAX_HTTP_REQUEST: u64 = 256 * 1024 * 1024;
+
 /// How long an HTTP response may keep the host waiting between bytes: the agent's
 /// `[process.http]` time limits (30 s for the head by default) answer well within it.
 const HTTP_PATIENCE: Duration = Duration::from_secs(60);

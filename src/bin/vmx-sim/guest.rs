@@ -628,11 +628,15 @@ async fn process_command(dir: &Path, cmd: GuestCmd) -> Result<u8, String> {
             match data.as_deref() {
                 None => {}
                 Some("-") => {
+                    let limit = toolbox::sim::guestops::MAX_HTTP_REQUEST;
                     std::io::stdin()
                         .lock()
-                        .take(toolbox::sim::guestops::MAX_HTTP_RESPONSE as u64)
+                        .take(limit + 1)
                         .read_to_end(&mut request.body)
                         .map_err(local("reading", "stdin"))?;
+                    if request.body.len() as u64 > limit {
+                        return Err(format!("the request body is larger than {limit} bytes"));
+                    }
                 }
                 Some(text) => request.body = text.as_bytes().to_vec(),
             }

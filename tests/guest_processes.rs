@@ -189,9 +189,9 @@ fn ps_rows(table: &str, exit: bool) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn hhmm(re: &str) -> bool {
-    let b = re.as_bytes();
-    b.len() == 5 && b[2] == b':' && re.chars().filter(char::is_ascii_digit).count() == 4
+fn hhmm(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 5 && b[2] == b':' && s.chars().filter(char::is_ascii_digit).count() == 4
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -216,7 +216,8 @@ async fn serve(dir: PathBuf, greet: bool) -> ExitCode {
 async fn client(dir: PathBuf, cmd: Cmd) -> Result<(), String> {
     match cmd {
         Cmd::Serve { .. } => Ok(()),
-        Cmd::Guest(g) => guest::run(&dir, g).await,
+        // Answered by `main` (they have exit codes of their own).
+        Cmd::Guest(_) => Ok(()),
         Cmd::VmIp { timeout } => {
             let deadline = Instant::now() + Duration::from_secs(timeout);
             loop {
@@ -373,8 +374,12 @@ fn main() -> ExitCode {
                 let Some(dir) = cli.dir else {
                     return fail("give the simulator's directory with -d DIR");
                 };
-                match client(dir, cmd).await {
-                    Ok(()) => ExitCode::SUCCESS,
+                let result = match cmd {
+                    Cmd::Guest(g) => guest::run(&dir, g).await,
+                    cmd => client(dir, cmd).await.map(|()| 0),
+                };
+                match result {
+                    Ok(code) => ExitCode::from(code),
                     Err(e) => fail(e),
                 }
             }

@@ -574,6 +574,18 @@ pub fn parse_env(result: &[u8]) -> Result<Vec<String>, ClientError> {
     Ok(out)
 }
 
+/// The message govc prints for a VIX error of a process command about `pid`: the process
+/// forms of [`fault_message`]'s file messages.
+pub fn process_fault_message(error: VixError, pid: i64) -> String {
+    match error {
+        VixError::NO_SUCH_PROCESS => format!("Process {pid} was not found"),
+        VixError::GUEST_USER_PERMISSIONS => {
+            format!("Insufficient permissions in guest operating system to access process {pid}.")
+        }
+        other => fault_message(other, &format!("process {pid}")),
+    }
+}
+
 /// The columns `govc guest.ps` prints for one process (cli/vm/guest/ps.go: owner, pid,
 /// start as `15:04` UTC, command line; tab-separated before govc's tabwriter aligns them).
 pub fn ps_line(p: &ProcessInfo) -> String {

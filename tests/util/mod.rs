@@ -194,3 +194,67 @@ pub async fn send_power_op(sim: &Sim, op: &str) -> Vec<u8> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A uid no account of this machine has, for the test's unprivileged user.
+pub fn free_uid() -> u32 {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let taken: Vec<u32> = passwd
+        .lines()
+        .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+        .collect();
+    (41_000 + std::process::id() % 10_000..)
+        .find(|u| !taken.contains(u))
+        .unwrap()
+}
+
+/// The test's accounts: root and `gfuser` (a fresh uid), with the fixture set's
+/// sha512-crypt (bob's) and yescrypt (alice's) hashes, so both kinds are checked.
+pub struct Accounts {
+    pub uid: u32,
+    pub config: String,
+}
+
+pub fn accounts(dir: &TempDir, extra: &str) -> Accounts {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auth");
+    let shadow = std::fs::read_to_string(format!("{fixtures}/shadow")).unwrap();
+    let hash = |user: &str| {
+        shadow
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{user}:")))
+            .and_then(|rest| rest.split(':').next())
+            .unwrap()
+            .to_string()
+    };
+    let (sha512, yescrypt) = (hash("bob"), hash("alice"));
+    assert!(sha512.starts_with("$6$") && yescrypt.starts_with("$y$"));
+    let uid = free_uid();
+    let home = dir.0.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(uid), Some(uid)).unwrap();
+    let etc = dir.0.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        etc.join("passwd"),
+        format!(
+            "root:x:0:0:root:/root:/bin/sh\ngfuser:x:{uid}:{uid}:test:{}:/bin/sh\n",
+            home.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(etc.join("group"), format!("root:x:0:\ngfuser:x:{uid}:\n")).unwrap();
+    std::fs::write(
+        etc.join("shadow"),
+        format!("root:{sha512}:19000:0:99999:7:::\ngfuser:{yescrypt}:19000:0:99999:7:::\n"),
+    )
+    .unwrap();
+    std::fs::write(etc.join("shells"), "/bin/sh\n").unwrap();
+    let e = etc.display();
+    Accounts {
+        uid,
+        config: format!(
+            "{QUIET_CONFIG}[auth]\nbackend = \"shadow\"\npasswd_file = \"{e}/passwd\"\n\
+             group_file = \"{e}/group\"\nshadow_file = \"{e}/shadow\"\nshells_file = \"{e}/shells\"\n\
+             {extra}"
+        ),
+    }
+}

@@ -5,8 +5,8 @@ use clap::{Args, Subcommand};
 use std::io::IsTerminal;
 use std::path::Path;
 use toolbox::sim::guestops::{
-    parse_unix_date, AttributeChange, ControlSocket, GuestOps, GuestOpsError, Progress, Quiet,
-    UploadAttributes,
+    parse_unix_date, AttributeChange, ControlSocket, GuestOps, GuestOpsError, HttpRequest,
+    Progress, Quiet, UploadAttributes,
 };
 use toolbox::vix::client::{login, ls_line};
 
@@ -175,14 +175,115 @@ pub enum GuestCmd {
         /// The local destination.
         dest: String,
     },
+    /// Start program in VM (prints its pid; guest.ps lists its exit code for 5 minutes
+    /// after it ends).
+    #[command(name = "guest.start")]
+    Start {
+        #[command(flatten)]
+        login: Login,
+        /// The absolute path of the working directory for the program to start.
+        #[arg(short = 'C', default_value = "")]
+        dir: String,
+        /// Set environment variable (key=val).
+        #[arg(short = 'e')]
+        env: Vec<String>,
+        /// PATH [ARG]...
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// List processes in VM (by default only those of the -l user, unless -e, -p or -U).
+    #[command(name = "guest.ps")]
+    Ps {
+        #[command(flatten)]
+        login: Login,
+        /// Select all processes.
+        #[arg(short = 'e')]
+        every: bool,
+        /// Output exit time and code.
+        #[arg(short = 'x')]
+        exit: bool,
+        /// Wait for process to exit.
+        #[arg(short = 'X')]
+        wait: bool,
+        /// Select by process ID.
+        #[arg(short = 'p', value_parser = parse_go_int)]
+        pids: Vec<i64>,
+        /// Select by process UID.
+        #[arg(short = 'U')]
+        uids: Vec<String>,
+    },
+    /// Kill process ID on VM.
+    #[command(name = "guest.kill")]
+    Kill {
+        #[command(flatten)]
+        login: Login,
+        /// Process ID.
+        #[arg(short = 'p', value_parser = parse_go_int)]
+        pids: Vec<i64>,
+    },
+    /// Read NAME environment variables from VM.
+    #[command(name = "guest.getenv")]
+    Getenv {
+        #[command(flatten)]
+        login: Login,
+        /// The variables (none: all).
+        names: Vec<String>,
+    },
+    /// Run program PATH in VM and display output; exits with the program's exit code. A
+    /// PATH without "/" runs as '/bin/bash -c "PATH [ARG]..."'.
+    #[command(name = "guest.run")]
+    Run {
+        #[command(flatten)]
+        login: Login,
+        /// Input data string. A value of '-' reads from OS stdin.
+        #[arg(short = 'd', default_value = "")]
+        data: String,
+        /// The absolute path of the working directory for the program to start.
+        #[arg(short = 'C', default_value = "")]
+        dir: String,
+        /// Set environment variables.
+        #[arg(short = 'e')]
+        env: Vec<String>,
+        /// PATH [ARG]...
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Send an HTTP request to a service in the guest through the toolbox's http.RoundTrip
+    /// and print the response body (a status other than 2xx: printed on stderr, exit 1).
+    /// URL: http://HOST:PORT/PATH, or http+unix://SOCKET/PATH with SOCKET percent-encoded.
+    #[command(name = "http")]
+    Http {
+        #[command(flatten)]
+        login: Login,
+        /// The method.
+        #[arg(short = 'X', default_value = "GET")]
+        method: String,
+        /// The request body ('-' reads it from stdin).
+        #[arg(short = 'd')]
+        data: Option<String>,
+        /// A request header, "Name: value".
+        #[arg(short = 'H')]
+        headers: Vec<String>,
+        /// Print the status line and headers before the body.
+        #[arg(short = 'i')]
+        include: bool,
+        /// The URL.
+        url: String,
+    },
 }
 
-/// govc takes its multi-letter flags with one dash (`-perm 0644`); clap wants two.
+/// govc takes its multi-letter flags with one dash (`-perm 0644`); clap wants two. Only
+/// `guest.upload` has such flags, so only its arguments are touched (a `guest.run` program's
+/// own `-perm` stays as written).
 pub fn govc_flags(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut upload = false;
     args.map(|a| {
-        for flag in ["-perm", "-uid", "-gid"] {
-            if a == flag || a.starts_with(&format!("{flag}=")) {
-                return format!("-{a}");
+        upload |= a == "guest.upload";
+        if upload {
+            for flag in ["-perm", "-uid", "-gid"] {
+                if a == flag || a.starts_with(&format!("{flag}=")) {
+                    return format!("-{a}");
+                }
             }
         }
         a
@@ -309,11 +410,273 @@ fn local<'p>(what: &'static str, path: &'p str) -> impl FnOnce(std::io::Error) -
     move |e| format!("{what} {path}: {e}")
 }
 
-/// Runs one guest command against the simulator in `dir`.
-pub async fn run(dir: &Path, cmd: GuestCmd) -> Result<(), String> {
-    let client = toolbox::sim::Client::connect(dir)
+async fn connect(dir: &Path) -> Result<toolbox::sim::Client, String> {
+    toolbox::sim::Client::connect(dir)
         .await
-        .map_err(|e| format!("connecting to the simulator in {}: {e}", dir.display()))?;
+        .map_err(|e| format!("connecting to the simulator in {}: {e}", dir.display()))
+}
+
+/// Runs one guest command against the simulator in `dir`; the exit code (`guest.run`'s is
+/// the program's, `http`'s 1 for a status other than 2xx).
+pub async fn run(dir: &Path, cmd: GuestCmd) -> Result<u8, String> {
+    match cmd {
+        GuestCmd::Start { .. }
+        | GuestCmd::Ps { .. }
+        | GuestCmd::Kill { .. }
+        | GuestCmd::Getenv { .. }
+        | GuestCmd::Run { .. }
+        | GuestCmd::Http { .. } => process_command(dir, cmd).await,
+        files => file_command(dir, files).await.map(|()| 0),
+    }
+}
+
+/// Standard output for a program's output: once the reader has gone (`| head`), the rest is
+/// dropped rather than failing the command, so the guest's temporaries are still removed and
+/// the exit code still reported.
+struct Stdout {
+    closed: bool,
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match std::io::stdout().lock().write_all(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            Err(e) => Err(e),
+            Ok(()) => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match std::io::stdout().lock().flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+/// The exit code a shell would report for a program's exit code.
+fn shell_exit_code(code: i32) -> u8 {
+    // Out of a byte's range (not from a POSIX guest): still a failure.
+    u8::try_from(code).unwrap_or(1)
+}
+
+/// The `guest.ps` table as govc prints it (cli/vm/guest/ps.go): UID, PID, STIME, with `-x`
+/// XTIME and XCODE ("-" while running), and CMD; only the processes `show` selects.
+pub fn ps_table(
+    procs: &[toolbox::vix::client::ProcessInfo],
+    exit: bool,
+    show: impl Fn(&toolbox::vix::client::ProcessInfo) -> bool,
+) -> String {
+    let hm = |t: i64| {
+        let minutes = t.rem_euclid(86_400) / 60;
+        format!("{:02}:{:02}", minutes / 60, minutes % 60)
+    };
+    let mut lines = vec![if exit {
+        "UID\tPID\tSTIME\tXTIME\tXCODE\tCMD".to_string()
+    } else {
+        "UID\tPID\tSTIME\tCMD".to_string()
+    }];
+    for p in procs.iter().filter(|p| show(p)) {
+        let mut line = format!("{}\t{}\t{}", p.owner, p.pid, hm(p.start_time));
+        if exit {
+            if p.end_time == 0 {
+                line.push_str("\t-\t-");
+            } else {
+                line.push_str(&format!("\t{}\t{}", hm(p.end_time), p.exit_code));
+            }
+        }
+        line.push('\t');
+        line.push_str(p.command_line.trim());
+        lines.push(line);
+    }
+    tabulate(&lines)
+}
+
+async fn process_command(dir: &Path, cmd: GuestCmd) -> Result<u8, String> {
+    let client = connect(dir).await?;
+    let err = |e: GuestOpsError| e.to_string();
+    match cmd {
+        GuestCmd::Start {
+            login,
+            dir,
+            env,
+            command,
+        } => {
+            let (path, args) = command.split_first().ok_or("give the program's PATH")?;
+            let pid = ops(&login.login, client)?
+                .start(path, &args.join(" "), &dir, &env)
+                .await
+                .map_err(err)?;
+            outln!("{pid}");
+            Ok(0)
+        }
+        GuestCmd::Ps {
+            login,
+            every,
+            exit,
+            wait,
+            pids,
+            uids,
+        } => {
+            let user = login
+                .login
+                .split_once(':')
+                .map_or(login.login.as_str(), |(u, _)| u);
+            let user = user.to_string();
+            let mut ops = ops(&login.login, client)?;
+            let mut backoff = toolbox::sim::guestops::Backoff::default();
+            let procs = loop {
+                let procs = ops.ps(&pids).await.map_err(err)?;
+                if wait && procs.iter().any(|p| p.end_time == 0) {
+                    backoff.wait().await;
+                    continue;
+                }
+                break procs;
+            };
+            let every = every || !pids.is_empty();
+            let uids = if !every && uids.is_empty() {
+                vec![user]
+            } else {
+                uids
+            };
+            out!(
+                "{}",
+                ps_table(&procs, exit, |p| every || uids.contains(&p.owner))
+            );
+            Ok(0)
+        }
+        GuestCmd::Kill { login, pids } => {
+            let mut ops = ops(&login.login, client)?;
+            for pid in pids {
+                ops.kill(pid).await.map_err(err)?;
+            }
+            Ok(0)
+        }
+        GuestCmd::Getenv { login, names } => {
+            for v in ops(&login.login, client)?
+                .getenv(&names)
+                .await
+                .map_err(err)?
+            {
+                outln!("{v}");
+            }
+            Ok(0)
+        }
+        GuestCmd::Run {
+            login,
+            data,
+            dir,
+            env,
+            command,
+        } => {
+            let (path, args) = command.split_first().ok_or("give the program's PATH")?;
+            let mut ops = ops(&login.login, client)?;
+            let mut stdin_lock;
+            let mut bytes;
+            let stdin: Option<&mut dyn std::io::Read> = match data.as_str() {
+                "" => None,
+                "-" => {
+                    stdin_lock = std::io::stdin().lock();
+                    Some(&mut stdin_lock)
+                }
+                text => {
+                    bytes = text.as_bytes();
+                    Some(&mut bytes)
+                }
+            };
+            let spec = toolbox::sim::guestops::RunSpec {
+                path,
+                args,
+                dir: &dir,
+                env: &env,
+                stdin,
+            };
+            let mut stdout = Stdout { closed: false };
+            let mut stderr = std::io::stderr();
+            let code = ops.run(spec, &mut stdout, &mut stderr).await.map_err(err)?;
+            Ok(shell_exit_code(code))
+        }
+        GuestCmd::Http {
+            login,
+            method,
+            data,
+            headers,
+            include,
+            url,
+        } => {
+            use std::io::{Read, Write};
+            let mut request = HttpRequest::new(&method, &url).map_err(err)?;
+            for h in headers {
+                let (name, value) = h
+                    .split_once(':')
+                    .ok_or_else(|| format!("header {h:?} is not \"Name: value\""))?;
+                request
+                    .headers
+                    .push((name.trim().to_string(), value.trim().to_string()));
+            }
+            match data.as_deref() {
+                None => {}
+                Some("-") => {
+                    let limit = toolbox::sim::guestops::MAX_HTTP_REQUEST;
+                    std::io::stdin()
+                        .lock()
+                        .take(limit + 1)
+                        .read_to_end(&mut request.body)
+                        .map_err(local("reading", "stdin"))?;
+                    if request.body.len() as u64 > limit {
+                        return Err(format!("the request body is larger than {limit} bytes"));
+                    }
+                }
+                Some(text) => request.body = text.as_bytes().to_vec(),
+            }
+            let response = ops(&login.login, client)?
+                .http(&request)
+                .await
+                .map_err(err)?;
+            let mut stdout = Stdout { closed: false };
+            let reason = hyper::StatusCode::from_u16(response.status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            let status = format!("{} {reason}", response.status);
+            let written: std::io::Result<()> = (|| {
+                if include {
+                    write!(stdout, "HTTP/1.1 {}\r\n", status.trim_end())?;
+                    for (k, v) in &response.headers {
+                        write!(stdout, "{k}: {v}\r\n")?;
+                    }
+                    stdout.write_all(b"\r\n")?;
+                }
+                stdout.write_all(&response.body)?;
+                stdout.flush()
+            })();
+            written.map_err(local("writing", "stdout"))?;
+            if response.is_success() {
+                Ok(0)
+            } else {
+                eprintln!("vmx-sim: {}", status.trim_end());
+                Ok(1)
+            }
+        }
+        // `run` sends the file commands to `file_command`.
+        _ => Err("not a process command".into()),
+    }
+}
+
+/// Runs one file command.
+async fn file_command(dir: &Path, cmd: GuestCmd) -> Result<(), String> {
+    let client = connect(dir).await?;
     let err = |e: GuestOpsError| e.to_string();
     match cmd {
         GuestCmd::Ls {
@@ -496,6 +859,8 @@ pub async fn run(dir: &Path, cmd: GuestCmd) -> Result<(), String> {
             }
             result.map_err(err).map(drop)
         }
+        // `run` sends the process commands to `process_command`.
+        _ => Err("not a file command".into()),
     }
 }
 
@@ -518,8 +883,134 @@ mod tests {
         let t = tabulate(&["a\tbb\tx".into(), "ccc\td\ty".into()]);
         assert_eq!(t, "a    bb  x\nccc  d   y\n");
         assert_eq!(
-            govc_flags(["-perm".into(), "0644".into(), "-f".into()].into_iter()),
-            ["--perm", "0644", "-f"]
+            govc_flags(
+                ["guest.upload", "-perm", "0644", "-f"]
+                    .into_iter()
+                    .map(String::from)
+            ),
+            ["guest.upload", "--perm", "0644", "-f"]
         );
+        // Other commands' arguments are left alone.
+        assert_eq!(
+            govc_flags(["guest.run", "ls", "-perm"].into_iter().map(String::from)),
+            ["guest.run", "ls", "-perm"]
+        );
+    }
+
+    #[test]
+    fn ps_table_as_govc_prints_it() {
+        use toolbox::vix::client::ProcessInfo;
+        let p = |pid, owner: &str, end_time, exit_code| ProcessInfo {
+            name: "sleep".into(),
+            command_line: format!("/bin/sleep {pid} "),
+            pid,
+            owner: owner.into(),
+            start_time: 1_700_000_000,
+            exit_code,
+            end_time,
+        };
+        let procs = [p(7, "root", 0, 0), p(12345, "gfuser", 1_700_000_060, 3)];
+        assert_eq!(
+            ps_table(&procs, false, |_| true),
+            "UID     PID    STIME  CMD\n\
+             root    7      22:13  /bin/sleep 7\n\
+             gfuser  12345  22:13  /bin/sleep 12345\n"
+        );
+        assert_eq!(
+            ps_table(&procs, true, |p| p.owner == "gfuser"),
+            "UID     PID    STIME  XTIME  XCODE  CMD\n\
+             gfuser  12345  22:13  22:14  3      /bin/sleep 12345\n"
+        );
+        assert_eq!(
+            ps_table(&procs[..1], true, |_| true),
+            "UID   PID  STIME  XTIME  XCODE  CMD\nroot  7    22:13  -      -      /bin/sleep 7\n"
+        );
+    }
+
+    #[test]
+    fn process_commands_take_govc_flags_and_leave_the_program_its_own() {
+        #[derive(Debug, clap::Parser)]
+        struct Top {
+            #[command(subcommand)]
+            cmd: GuestCmd,
+        }
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let argv =
+                std::iter::once("vmx-sim".to_string()).chain(args.iter().map(|s| s.to_string()));
+            Top::try_parse_from(govc_flags(argv)).map(|t| t.cmd)
+        };
+        match parse(&[
+            "guest.run",
+            "-C",
+            "/tmp",
+            "-e",
+            "A=1",
+            "-e",
+            "B=2",
+            "ls",
+            "-perm",
+            "-C",
+        ]) {
+            Ok(GuestCmd::Run {
+                dir,
+                env,
+                command,
+                data,
+                ..
+            }) => {
+                assert_eq!(dir, "/tmp");
+                assert_eq!(env, ["A=1", "B=2"]);
+                assert_eq!(command, ["ls", "-perm", "-C"]);
+                assert_eq!(data, "");
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "guest.ps", "-e", "-x", "-p", "0x10", "-p", "5", "-U", "root",
+        ]) {
+            Ok(GuestCmd::Ps {
+                every,
+                exit,
+                wait,
+                pids,
+                uids,
+                ..
+            }) => {
+                assert!(every && exit && !wait);
+                assert_eq!(pids, [16, 5]);
+                assert_eq!(uids, ["root"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["guest.kill", "-p", "1", "-p", "2"]) {
+            Ok(GuestCmd::Kill { pids, .. }) => assert_eq!(pids, [1, 2]),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["guest.start"]).is_err());
+        assert!(parse(&["guest.run"]).is_err());
+        match parse(&[
+            "http",
+            "-X",
+            "POST",
+            "-d",
+            "x",
+            "-H",
+            "A: b",
+            "http://127.0.0.1:1/",
+        ]) {
+            Ok(GuestCmd::Http {
+                method,
+                data,
+                headers,
+                url,
+                ..
+            }) => {
+                assert_eq!((method.as_str(), data.as_deref()), ("POST", Some("x")));
+                assert_eq!(headers, ["A: b"]);
+                assert_eq!(url, "http://127.0.0.1:1/");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

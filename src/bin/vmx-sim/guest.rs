@@ -187,7 +187,7 @@ pub enum GuestCmd {
         /// Set environment variable (key=val).
         #[arg(short = 'e')]
         env: Vec<String>,
-        /// PATH [ARG]...
+        /// PATH ARG...
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -230,7 +230,7 @@ pub enum GuestCmd {
         names: Vec<String>,
     },
     /// Run program PATH in VM and display output; exits with the program's exit code. A
-    /// PATH without "/" runs as '/bin/bash -c "PATH [ARG]..."'.
+    /// PATH without "/" runs as '/bin/bash -c "PATH ARG..."'.
     #[command(name = "guest.run")]
     Run {
         #[command(flatten)]
@@ -244,7 +244,7 @@ pub enum GuestCmd {
         /// Set environment variables.
         #[arg(short = 'e')]
         env: Vec<String>,
-        /// PATH [ARG]...
+        /// PATH ARG...
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },

@@ -40,9 +40,12 @@ control=$(mktemp -d)
 root=$(mktemp -d)
 vmx=$(mktemp -d)
 sim_pid=""
+agent_pid=""
+share=""
 cleanup() {
+    [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null || true
     [ -n "$sim_pid" ] && kill "$sim_pid" 2>/dev/null || true
-    rm -rf "$control" "$root" "$vmx"
+    rm -rf "$control" "$root" "$vmx" ${share:+"$share"}
 }
 trap cleanup EXIT
 dpkg-deb -e "$deb" "$control"
@@ -119,6 +122,35 @@ set -e
 kill -TERM "$agent_pid"
 wait "$agent_pid" || fail "the agent did not stop cleanly on SIGTERM: $(tail -n3 "$vmx/agent.log")"
 say "static binary with only CAP_SYS_BOOT: tools running, IP $ip, drop-in names answer"
+
+# Guest operations through the static binary, as root (a helper needs CAP_SETUID/CAP_SETGID to
+# become the user): a file up and down and a program run as the test accounts' bob (uid 2002,
+# shadow backend over tests/fixtures/auth, never the machine's own accounts).
+fixtures=$PWD/tests/fixtures/auth
+share=$(mktemp -d)
+chmod 0777 "$share"
+printf '[power]\nmethod = "none"\nscripts_dir = "/nonexistent"\n[auth]\nbackend = "shadow"\npasswd_file = "%s/passwd"\ngroup_file = "%s/group"\nshadow_file = "%s/shadow"\nshells_file = "%s/shells"\n' \
+    "$fixtures" "$fixtures" "$fixtures" "$fixtures" >"$vmx/ops.toml"
+"$static" -c "$vmx/ops.toml" run >"$vmx/ops.log" 2>&1 &
+agent_pid=$!
+export GOVC_GUEST_LOGIN=bob:bob-pw-2
+guest() { target/debug/vmx-sim -d "$vmx" "$@"; }
+guest vm.ip --timeout 20 >/dev/null || fail "no IP from the agent: $(tail -n5 "$vmx/ops.log")"
+head -c 3000000 /dev/urandom >"$vmx/payload"
+guest guest.upload "$vmx/payload" "$share/up.bin" || fail "guest.upload: $(tail -n3 "$vmx/ops.log")"
+[ "$(stat -c %u "$share/up.bin")" = 2002 ] || fail "the upload is not bob's"
+guest guest.download "$share/up.bin" "$vmx/back" || fail "guest.download"
+cmp -s "$vmx/payload" "$vmx/back" || fail "downloaded bytes differ from uploaded"
+[ "$(guest guest.run /usr/bin/id -u)" = 2002 ] || fail "guest.run does not run as bob"
+set +e
+guest guest.run /bin/sh -c "'exit 7'" 2>/dev/null
+rc=$?
+set -e
+[ "$rc" = 7 ] || fail "guest.run exits $rc, not the program's 7"
+unset GOVC_GUEST_LOGIN
+kill -TERM "$agent_pid"
+wait "$agent_pid" || fail "the agent did not stop cleanly on SIGTERM: $(tail -n3 "$vmx/ops.log")"
+say "static binary: 3 MB up and down and program runs as a test user through vmx-sim"
 
 # Figures: one-shot vmware-rpctool beside /bin/true, paired in the same loop.
 runs=200

@@ -150,6 +150,7 @@ set -e
 unset GOVC_GUEST_LOGIN
 kill -TERM "$agent_pid"
 wait "$agent_pid" || fail "the agent did not stop cleanly on SIGTERM: $(tail -n3 "$vmx/ops.log")"
+agent_pid=""
 say "static binary: 3 MB up and down and program runs as a test user through vmx-sim"
 
 # Figures: one-shot vmware-rpctool beside /bin/true, paired in the same loop.

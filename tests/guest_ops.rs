@@ -303,3 +303,45 @@ fn a_helper_whose_programs_run_or_have_unread_exit_codes_outlives_its_idle_timeo
     let procs = client::parse_process_list(&chunk.data).unwrap();
     assert!(procs[0].end_time != 0, "{procs:?}");
 }
+
+#[test]
+fn a_helper_already_running_as_its_user_needs_no_capability_to_switch() {
+    use toolbox::guestops::{HelperPool, PoolConfig, ServiceId};
+    if !root_or_skip("a_helper_already_running_as_its_user_needs_no_capability_to_switch") {
+        return;
+    }
+    // As LinuxKit runs the agent: root, but with CAP_SYS_BOOT only, so no setgroups/setresuid.
+    let pool = HelperPool::new(PoolConfig {
+        program: "setpriv".into(),
+        args: [
+            "--bounding-set=-all,+sys_boot",
+            "--inh-caps=-all",
+            env!("CARGO_BIN_EXE_toolbox"),
+            toolbox::guestops::HELPER_SUBCOMMAND,
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
+        ..PoolConfig::default()
+    });
+    let account = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
+        .unwrap()
+        .unwrap();
+    let root = toolbox::auth::UserIdentity {
+        name: account.name,
+        uid: 0,
+        gid: 0,
+        groups: nix::unistd::getgroups()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect(),
+        home: account.dir,
+        shell: account.shell,
+    };
+    let report = pool
+        .call(&root, ServiceId::IDENTITY, &[])
+        .expect("root's helper starts");
+    let report = toolbox::guestops::frame::Report::decode(&report).unwrap();
+    assert_eq!(report.uids, [0; 3]);
+}

@@ -173,6 +173,24 @@ fn stray_descriptors(keep: &[i32]) -> Vec<String> {
         .collect()
 }
 
+/// Whether this process already runs with all of `setup`'s ids and exactly its groups.
+fn already(setup: &Setup) -> Result<bool, nix::Error> {
+    let u = getresuid()?;
+    let g = getresgid()?;
+    let uid = Uid::from_raw(setup.uid);
+    let gid = Gid::from_raw(setup.gid);
+    if [u.real, u.effective, u.saved] != [uid; 3] || [g.real, g.effective, g.saved] != [gid; 3] {
+        return Ok(false);
+    }
+    let mut have: Vec<u32> = getgroups()?.into_iter().map(|g| g.as_raw()).collect();
+    let mut want = setup.groups.clone();
+    for v in [&mut have, &mut want] {
+        v.sort_unstable();
+        v.dedup();
+    }
+    Ok(have == want)
+}
+
 fn become_user(setup: &Setup, keep: &[i32]) -> Result<Report, HelperError> {
     let uid = Uid::from_raw(setup.uid);
     let gid = Gid::from_raw(setup.gid);
@@ -183,7 +201,11 @@ fn become_user(setup: &Setup, keep: &[i32]) -> Result<Report, HelperError> {
             source,
         }
     };
-    if geteuid().is_root() {
+    if already(setup).map_err(step("reading credentials"))? {
+        // Already exactly that identity (root's helper of an agent running as root): nothing
+        // to switch, which also works where the agent lacks CAP_SETUID/CAP_SETGID (LinuxKit
+        // grants it CAP_SYS_BOOT only).
+    } else if geteuid().is_root() {
         let groups: Vec<Gid> = setup.groups.iter().map(|g| Gid::from_raw(*g)).collect();
         setgroups(&groups).map_err(step("setgroups"))?;
         setresgid(gid, gid, gid).map_err(step("setresgid"))?;

@@ -345,6 +345,29 @@ impl Config {
                 "auth.backend = \"pam\" needs a build with the pam feature; use \"shadow\"",
             ));
         }
+        if let Some(h) = c
+            .process
+            .http
+            .allow_hosts
+            .iter()
+            .find(|h| h.parse::<std::net::SocketAddr>().is_err())
+        {
+            return Err(invalid(&format!(
+                "process.http.allow_hosts entry {h:?} is not IP:port (host names are not resolved)"
+            )));
+        }
+        if let Some(p) = c
+            .process
+            .http
+            .unix_sockets
+            .iter()
+            .find(|p| !p.is_absolute())
+        {
+            return Err(invalid(&format!(
+                "process.http.unix_sockets entry {} is not an absolute path",
+                p.display()
+            )));
+        }
         if c.auth.pam_service.is_empty() || c.auth.pam_service.contains(['/', '\0']) {
             return Err(invalid(
                 "auth.pam_service must be a file name in /etc/pam.d",
@@ -440,6 +463,9 @@ mod tests {
             "[auth]\ncache_secs = 601",
             "[auth]\npam_service = \"../x\"",
             "[auth]\nshadow = \"/x\"",
+            "[process.http]\nallow_hosts = [\"db.internal:5432\"]",
+            "[process.http]\nunix_sockets = [\"run/x.sock\"]",
+            "[process]\nno_new_privileges = \"yes\"",
             "[guestinfo\n",
         ] {
             let e = parse(bad).unwrap_err().to_string();

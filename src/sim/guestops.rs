@@ -253,33 +253,6 @@ pub fn archive_target(path: &str, gzip: bool) -> Option<String> {
     (path.len() > 1 && path.ends_with('/')).then(|| archive_name(path, gzip))
 }
 
-/// The directory of an `/archive:/DIR?...` transfer name, percent escapes undone.
-fn archive_dir(target: &str) -> Option<String> {
-    let rest = target.strip_prefix("/archive:")?;
-    let dir = rest.split_once('?').map_or(rest, |(d, _)| d);
-    let b = dir.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = (b[i] == b'%')
-            .then(|| b.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(v) => {
-                out.push(v);
-                i += 3;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// A guest file operations client over `carrier`, logged in with `credentials`.
 #[derive(Debug)]
 pub struct GuestOps<C> {
@@ -608,11 +581,8 @@ impl<C: Carrier> GuestOps<C> {
         )
         .await?;
 
-        if let Some(dir) = archive_dir(&target) {
-            // The guest unpacks into an existing directory: make it (and its parents) first,
-            // as `tar -C` wants it too.
-            self.mkdir(&dir, true).await?;
-        }
+        // A missing archive directory is the guest's to create, as govc leaves it (the guest
+        // builds it beside its name and renames it into place once the archive is complete).
         let mut session = self.open_session(dst).await?;
         let flags = if overwrite || archive.is_some() {
             OpenFlags::OPEN_CREATE_EMPTY
@@ -1663,10 +1633,6 @@ mod tests {
             Some("/archive:/tmp/x?format=tgz")
         );
         assert_eq!(archive_target("/tmp/x", true), None);
-        assert_eq!(
-            archive_dir("/archive:/tmp/a%20b?format=tgz").as_deref(),
-            Some("/tmp/a b")
-        );
         assert_eq!(archive_target("/", true), None);
     }
 

@@ -253,6 +253,33 @@ pub fn archive_target(path: &str, gzip: bool) -> Option<String> {
     (path.len() > 1 && path.ends_with('/')).then(|| archive_name(path, gzip))
 }
 
+/// The directory of an `/archive:/DIR?...` transfer name, percent escapes undone.
+fn archive_dir(target: &str) -> Option<String> {
+    let rest = target.strip_prefix("/archive:")?;
+    let dir = rest.split_once('?').map_or(rest, |(d, _)| d);
+    let b = dir.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%')
+            .then(|| b.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A guest file operations client over `carrier`, logged in with `credentials`.
 #[derive(Debug)]
 pub struct GuestOps<C> {
@@ -1633,6 +1660,10 @@ mod tests {
             Some("/archive:/tmp/x?format=tgz")
         );
         assert_eq!(archive_target("/tmp/x", true), None);
+        assert_eq!(
+            archive_dir("/archive:/tmp/a%20b?format=tgz").as_deref(),
+            Some("/tmp/a b")
+        );
         assert_eq!(archive_target("/", true), None);
     }
 

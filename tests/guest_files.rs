@@ -435,6 +435,27 @@ async fn an_unprivileged_user_gets_a_shell_users_rights_and_symlinks_are_not_fol
     ok(&run(&sim, l, &["guest.mkdir", p(&home.join("d"))]).await);
     assert_eq!(std::fs::metadata(home.join("d")).unwrap().uid(), acc.uid);
 
+    // A directory uploads into a new directory the agent makes, as the user, 0755 less the
+    // umask (the archive carries no root entry), without a guest.mkdir first.
+    let tree = dir.0.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/leaf"), "leaf").unwrap();
+    let made = home.join("made/");
+    ok(&run(&sim, l, &["guest.upload", p(&tree), p(&made)]).await);
+    let meta = std::fs::metadata(&made).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (acc.uid, acc.uid));
+    let umask = {
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+        nix::sys::stat::umask(old);
+        old.bits()
+    };
+    assert_eq!(meta.mode() & 0o7777, 0o755 & !umask);
+    assert_eq!(std::fs::read(made.join("sub/leaf")).unwrap(), b"leaf");
+    assert_eq!(
+        std::fs::metadata(made.join("sub/leaf")).unwrap().uid(),
+        acc.uid
+    );
+
     // Root's places are not the user's.
     let rootdir = dir.0.join("rootonly");
     std::fs::create_dir(&rootdir).unwrap();
@@ -472,6 +493,20 @@ async fn an_unprivileged_user_gets_a_shell_users_rights_and_symlinks_are_not_fol
     fails_with(
         &run(&sim, l, &["guest.chmod", "0666", p(&secret)]).await,
         &denied(&secret),
+    );
+    // Nor may the user make a directory there by uploading into it.
+    let barred = rootdir.join("new");
+    let out = run(
+        &sim,
+        l,
+        &["guest.upload", p(&tree), &format!("{}/", barred.display())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        std::fs::read_dir(&rootdir).unwrap().count(),
+        1,
+        "only the secret is there"
     );
     assert_eq!(std::fs::read(&secret).unwrap(), b"root's");
     assert_eq!(mode(&secret), 0o600);
@@ -711,6 +746,14 @@ async fn directory_archives_both_ways_and_an_archive_that_plants_a_link() {
         !outside.join("planted").exists(),
         "wrote through a planted link"
     );
+    // The refused archive was for a new directory: none appears, and no temporary is left.
+    assert!(!target.exists(), "a failed unpack left its directory");
+    let temporaries: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tbx-unpack"))
+        .collect();
+    assert!(temporaries.is_empty(), "{temporaries:?}");
 }
 
 /// A source that fails after `left` bytes: an upload cut off midway.

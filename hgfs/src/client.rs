@@ -199,6 +199,8 @@ impl Client {
         perms: Option<u32>,
     ) -> Request {
         let mut req = RequestOpenV3 {
+            // What the VMX marks valid; vmtoolsd's server wants the name bit at least.
+            mask: proto::OPEN_VALID_MODE | proto::OPEN_VALID_FLAGS | proto::OPEN_VALID_FILE_NAME,
             mode,
             flags,
             file_name: file_name(path),
@@ -214,7 +216,12 @@ impl Client {
             req.group_perms = ((p >> 3) & 7) as u8;
             req.other_perms = (p & 7) as u8;
         }
-        self.request(Op::OPEN_V3, &encode(&req))
+        // The name is followed by its NUL, as the VMX sends it: `HgfsRequestOpenV3`'s size
+        // counts one name byte (`name[1]`), and vmtoolsd's server checks the name's length
+        // against what follows that size (lib/hgfsServer/hgfsServerParameters.c).
+        let mut payload = encode(&req);
+        payload.push(0);
+        self.request(Op::OPEN_V3, &payload)
     }
 
     /// The handle an open reply grants.

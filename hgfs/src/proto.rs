@@ -50,7 +50,15 @@ pub const OPEN_MODE_READ_WRITE: u32 = 2;
 /// `HGFS_OPEN_MODE_ACCMODES`: the mask of the access mode proper.
 pub const OPEN_MODE_ACCMODES: u32 = 3;
 
-/// `HGFS_OPEN_VALID_*` bits of an open V3 request's mask.
+/// `HGFS_OPEN_VALID_*` bits of an open V3 request's mask (lib/include/hgfsProto.h).
+/// `HGFS_OPEN_VALID_MODE`: the open's `mode` field is set.
+pub const OPEN_VALID_MODE: u64 = 1 << 0;
+/// `HGFS_OPEN_VALID_FLAGS`: the open's `flags` field is set.
+pub const OPEN_VALID_FLAGS: u64 = 1 << 1;
+/// `HGFS_OPEN_VALID_FILE_NAME`: the open names a file; vmtoolsd's server refuses an open
+/// without it (lib/hgfsServer/hgfsServerParameters.c).
+pub const OPEN_VALID_FILE_NAME: u64 = 1 << 11;
+/// `HGFS_OPEN_VALID_SPECIAL_PERMS`.
 pub const OPEN_VALID_SPECIAL_PERMS: u64 = 1 << 2;
 /// `HGFS_OPEN_VALID_OWNER_PERMS`.
 pub const OPEN_VALID_OWNER_PERMS: u64 = 1 << 3;

@@ -1055,3 +1055,171 @@ fn archive_handles_can_move_between_threads() {
     unpack_chunked(&archive, target.path()).unwrap();
     assert_eq!(std::fs::read(target.path().join("f")).unwrap(), b"moved");
 }
+
+/// The process umask, read without changing it for longer than the two calls.
+fn current_umask() -> u32 {
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(old);
+    old.bits()
+}
+
+#[test]
+fn a_missing_target_is_created_whole_with_the_default_mode() {
+    let source = tempfile::tempdir().unwrap();
+    rich_tree(source.path());
+    let archive = pack(source.path(), ArchiveFormat::TarGzip, false);
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("new");
+    // Our packer writes no root entry: the new directory gets 0755 less the umask.
+    unpack_chunked(&archive, &target).unwrap();
+    assert_eq!(snapshot(source.path()), snapshot(&target));
+    let mode = std::fs::metadata(&target).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o755 & !current_umask());
+    assert_eq!(beside(outer.path()), ["new"], "no temporary left beside it");
+}
+
+#[test]
+fn a_missing_target_takes_the_root_entry_of_the_archive() {
+    let mut tar = Vec::new();
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_path("./").unwrap();
+    header.set_mode(0o2750);
+    header.set_mtime(1_500_000_000);
+    header.set_size(0);
+    header.set_cksum();
+    tar.extend_from_slice(header.as_bytes());
+    raw_entry(
+        &mut tar,
+        b"./inner/file",
+        tar::EntryType::Regular,
+        b"",
+        b"data",
+    );
+    let archive = finish_raw(tar);
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("made");
+    unpack_chunked(&archive, &target).unwrap();
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o2750);
+    assert_eq!(meta.mtime(), 1_500_000_000);
+    assert_eq!(std::fs::read(target.join("inner/file")).unwrap(), b"data");
+
+    // The same archive into an existing directory leaves that directory's own mode alone.
+    let (_outer, existing) = sandbox();
+    chmod(&existing, 0o1777);
+    unpack_chunked(&archive, &existing).unwrap();
+    assert_eq!(
+        std::fs::metadata(&existing).unwrap().mode() & 0o7777,
+        0o1777
+    );
+}
+
+#[test]
+fn a_failed_unpack_into_a_missing_target_leaves_nothing() {
+    let (_source, archive) = damaged_fixture();
+    // Truncated, corrupt and unsafe streams, and a writer dropped midway.
+    let mut unsafe_tar = Vec::new();
+    raw_entry(
+        &mut unsafe_tar,
+        b"ok.txt",
+        tar::EntryType::Regular,
+        b"",
+        b"fine",
+    );
+    raw_entry(
+        &mut unsafe_tar,
+        b"../x",
+        tar::EntryType::Regular,
+        b"",
+        b"out",
+    );
+    let mut corrupt = archive.clone();
+    let middle = corrupt.len() / 2;
+    corrupt[middle..middle + 64].fill(0xff);
+    for stream in [
+        archive[..archive.len() / 2].to_vec(),
+        corrupt,
+        finish_raw(unsafe_tar),
+    ] {
+        let outer = tempfile::tempdir().unwrap();
+        let target = outer.path().join("new");
+        unpack_chunked(&stream, &target).unwrap_err();
+        assert_eq!(beside(outer.path()), Vec::<String>::new());
+    }
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("new");
+    let mut writer = ArchiveWriter::create(&target, UnpackOptions::default()).unwrap();
+    writer.push(&archive[..archive.len() / 2]).unwrap();
+    assert!(!target.exists(), "not visible before it is complete");
+    drop(writer);
+    assert_eq!(beside(outer.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_directory_that_appears_meanwhile_is_not_replaced() {
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("f"), b"ours").unwrap();
+    let archive = pack(source.path(), ArchiveFormat::Tar, false);
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("new");
+    let mut writer = ArchiveWriter::create(&target, UnpackOptions::default()).unwrap();
+    writer.push(&archive).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("theirs"), b"x").unwrap();
+    let error = writer.finish().unwrap_err();
+    assert!(error.to_string().contains("rename"), "{error}");
+    assert_eq!(beside(outer.path()), ["new"]);
+    assert_eq!(beside(&target), ["theirs"]);
+}
+
+#[test]
+fn a_failed_deep_read_only_new_tree_is_removed() {
+    // Deeper than any descriptor limit, with read-only directories applied before the end.
+    let mut tar = Vec::new();
+    let mut path = String::new();
+    for _ in 0..3000 {
+        path.push_str("d/");
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o555);
+    header.set_mtime(1_600_000_000);
+    header.set_size(0);
+    let mut long = Vec::new();
+    raw_entry(
+        &mut long,
+        b"././@LongLink",
+        tar::EntryType::GNULongName,
+        b"",
+        format!("{path}\0").as_bytes(),
+    );
+    tar.extend_from_slice(&long);
+    header.as_gnu_mut().unwrap().name[..2].copy_from_slice(b"d/");
+    header.set_cksum();
+    tar.extend_from_slice(header.as_bytes());
+    raw_entry(&mut tar, b"top.txt", tar::EntryType::Regular, b"", b"x");
+    let complete = finish_raw(tar.clone());
+    // Truncated (no end records): stopped before any mode was applied.
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("new");
+    let error = unpack_chunked(&tar, &target).unwrap_err();
+    assert!(matches!(error, ArchiveError::Truncated { .. }), "{error}");
+    assert_eq!(beside(outer.path()), Vec::<String>::new());
+    // Complete, but the name is taken by the time it ends: the modes are already applied.
+    let mut writer = ArchiveWriter::create(&target, UnpackOptions::default()).unwrap();
+    writer.push(&complete).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    writer.finish().unwrap_err();
+    assert_eq!(beside(outer.path()), ["new"]);
+    assert_eq!(beside(&target), Vec::<String>::new());
+}
+
+#[test]
+fn a_target_whose_parent_is_missing_is_an_error_that_creates_nothing() {
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("no/such");
+    let error = ArchiveWriter::create(&target, UnpackOptions::default()).unwrap_err();
+    assert!(matches!(error, ArchiveError::Io { .. }), "{error}");
+    assert_eq!(beside(outer.path()), Vec::<String>::new());
+}

@@ -271,10 +271,22 @@ impl HelperPool {
         service: ServiceId,
         payload: &[u8],
     ) -> Result<Vec<u8>, GuestOpsError> {
+        self.call_parts(user, service, &[payload])
+    }
+
+    /// As [`HelperPool::call`], with the payload given in pieces that are sent one after
+    /// the other without being copied together (a tag byte and a borrowed HGFS packet, say).
+    pub fn call_parts(
+        &self,
+        user: &UserIdentity,
+        service: ServiceId,
+        parts: &[&[u8]],
+    ) -> Result<Vec<u8>, GuestOpsError> {
         let span = tracing::debug_span!("guestops", user = %user.name, uid = user.uid, %service);
         let _enter = span.enter();
-        if payload.len() > frame::MAX_PAYLOAD {
-            return Err(GuestOpsError::TooLarge(payload.len()));
+        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+        if payload_len > frame::MAX_PAYLOAD {
+            return Err(GuestOpsError::TooLarge(payload_len));
         }
         if service == ServiceId::SETUP {
             return Err(GuestOpsError::UnknownService(service));
@@ -297,7 +309,7 @@ impl HelperPool {
                 helper
             }
         };
-        let outcome = exchange(helper, service, payload);
+        let outcome = exchange(helper, service, parts);
         *lock(&slot.last_used) = Instant::now();
         match outcome {
             Ok((status @ (frame::STATUS_OK | frame::STATUS_OK_HOLDING), reply)) => {
@@ -424,7 +436,7 @@ impl HelperPool {
             user: user.name.clone(),
             message,
         };
-        let (status, reply) = exchange(&mut helper, ServiceId::SETUP, &setup.encode())
+        let (status, reply) = exchange(&mut helper, ServiceId::SETUP, &[&setup.encode()])
             .map_err(|e| setup_err(e.to_string()))?;
         if status != frame::STATUS_OK {
             return Err(setup_err(String::from_utf8_lossy(&reply).into_owned()));
@@ -468,9 +480,9 @@ fn check_report(user: &UserIdentity, report: &Report) -> Result<(), String> {
 fn exchange(
     helper: &mut Helper,
     service: ServiceId,
-    payload: &[u8],
+    parts: &[&[u8]],
 ) -> Result<(u8, Vec<u8>), FrameError> {
-    frame::write_frame(&mut helper.stream, service.0, payload)?;
+    frame::write_frame_parts(&mut helper.stream, service.0, parts)?;
     match frame::read_frame(&mut helper.stream)? {
         Some(reply) => Ok(reply),
         None => Err(FrameError::Io(std::io::Error::new(

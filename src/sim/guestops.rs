@@ -608,11 +608,8 @@ impl<C: Carrier> GuestOps<C> {
         )
         .await?;
 
-        if let Some(dir) = archive_dir(&target) {
-            // The guest unpacks into an existing directory: make it (and its parents) first,
-            // as `tar -C` wants it too.
-            self.mkdir(&dir, true).await?;
-        }
+        // A missing archive directory is the guest's to create, as govc leaves it (the guest
+        // builds it beside its name and renames it into place once the archive is complete).
         let mut session = self.open_session(dst).await?;
         let flags = if overwrite || archive.is_some() {
             OpenFlags::OPEN_CREATE_EMPTY

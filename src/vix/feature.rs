@@ -12,7 +12,7 @@ use super::{AuthError, Authenticator, Credentials, OpResult, RunAs, UserIdentity
 use crate::auth;
 use crate::config::Config;
 use crate::dispatch::{Answer, Context, Feature, Registry, Reply};
-use crate::guestops::files::{decode_result, encode_hgfs_request, encode_vix_request};
+use crate::guestops::files::{decode_result, encode_hgfs_request, encode_vix_request, TAG_HGFS};
 use crate::guestops::{AccountWatch, HelperPool, HelperSettings, PoolConfig, ServiceId};
 use crate::process;
 use std::sync::Arc;
@@ -42,6 +42,9 @@ struct InHelper(Arc<HelperPool>);
 
 impl RunAs for InHelper {
     fn run(&self, user: &UserIdentity, command: &super::Command) -> OpResult {
+        if let super::Command::HgfsPacket(p) = command {
+            return self.hgfs_packet(user, &p.packet);
+        }
         let outcome = if process::is_process_op(command.op()) {
             self.0
                 .call(
@@ -62,6 +65,22 @@ impl RunAs for InHelper {
             warn!(user = %user.name, error = %e, "guest operation helper failed");
             OpResult::error(VixError::FAIL, 0)
         })
+    }
+
+    /// Op 84, every 61 440 bytes of a transfer: the bare packet goes to the helper, behind
+    /// its tag and straight from the request, and the bare reply packet comes back; no VIX
+    /// body is built or parsed for it on either side.
+    fn hgfs_packet(&self, user: &UserIdentity, packet: &[u8]) -> OpResult {
+        match self
+            .0
+            .call_parts(user, ServiceId::FILES, &[&[TAG_HGFS], packet])
+        {
+            Ok(reply) => OpResult::ok(reply),
+            Err(e) => {
+                warn!(user = %user.name, error = %e, "guest operation helper failed");
+                OpResult::error(VixError::FAIL, 0)
+            }
+        }
     }
 }
 

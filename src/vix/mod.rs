@@ -102,6 +102,19 @@ pub trait RunAs: Send + Sync {
     /// Carries out `command` as `user` (never [`Command::GetToolsState`] or
     /// [`Command::ValidateCredentials`], which the server answers itself).
     fn run(&self, user: &UserIdentity, command: &Command) -> OpResult;
+
+    /// Passes an HGFS packet (the body of [`Command::HgfsPacket`]) to `user`'s HGFS server and
+    /// returns the reply packet as the result. The packet is borrowed from the request: the
+    /// hot path of every transfer copies it no more than it must.
+    fn hgfs_packet(&self, user: &UserIdentity, packet: &[u8]) -> OpResult {
+        self.run(
+            user,
+            &Command::HgfsPacket(proto::HgfsPacketRequest {
+                timeout: 0,
+                packet: packet.to_vec(),
+            }),
+        )
+    }
 }
 
 /// An [`Authenticator`] with a fixed table of accounts, for tests and the simulator.
@@ -160,5 +173,9 @@ impl<H: Fn(&[u8]) -> Vec<u8> + Send + Sync> RunAs for InProcess<H> {
             Command::HgfsPacket(p) => OpResult::ok((self.hgfs)(&p.packet)),
             other => files::execute(other),
         }
+    }
+
+    fn hgfs_packet(&self, _user: &UserIdentity, packet: &[u8]) -> OpResult {
+        OpResult::ok((self.hgfs)(packet))
     }
 }

@@ -983,6 +983,26 @@ fn non_empty(s: String) -> Result<String, DecodeError> {
 // happen; the `Body` fallback keeps that an error rather than a panic regardless.
 const SHORT: DecodeError = DecodeError::Body("short fixed part");
 
+/// The body of HgfsSendPacket (`VixCommandHgfsSendPacket`): the timeout and the packet, which
+/// is borrowed, so the agent passes it on without copying it.
+fn hgfs_packet_body<'a>(r: &mut Reader<'a>) -> Result<(i32, &'a [u8]), DecodeError> {
+    need(r, fixed::HGFS_SEND_PACKET)?;
+    let size = r.u32_le().ok_or(SHORT)?;
+    let timeout = r.i32_le().ok_or(SHORT)?;
+    if size == 0 {
+        return Err(DecodeError::Argument("empty HGFS packet"));
+    }
+    let packet = r
+        .take(size as usize)
+        .ok_or(DecodeError::Body("HGFS packet runs past the body"))?;
+    Ok((timeout, packet))
+}
+
+/// The HGFS packet of an HgfsSendPacket body, borrowed; the same checks as [`Command::decode`].
+pub fn decode_hgfs_packet(body: &[u8]) -> Result<&[u8], DecodeError> {
+    hgfs_packet_body(&mut Reader::new(body)).map(|(_, packet)| packet)
+}
+
 fn read_list_files(r: &mut Reader<'_>) -> Result<ListFilesRequest, DecodeError> {
     need(r, fixed::LIST_FILES)?;
     let options = r.i32_le().ok_or(SHORT)?;
@@ -1146,15 +1166,7 @@ impl Command {
                 })
             }
             OpCode::HGFS_SEND_PACKET => {
-                need(r, fixed::HGFS_SEND_PACKET)?;
-                let size = r.u32_le().ok_or(SHORT)?;
-                let timeout = r.i32_le().ok_or(SHORT)?;
-                if size == 0 {
-                    return Err(DecodeError::Argument("empty HGFS packet"));
-                }
-                let packet = r
-                    .take(size as usize)
-                    .ok_or(DecodeError::Body("HGFS packet runs past the body"))?;
+                let (timeout, packet) = hgfs_packet_body(r)?;
                 Command::HgfsPacket(HgfsPacketRequest {
                     timeout,
                     packet: packet.to_vec(),

@@ -9,7 +9,7 @@ use super::property::{PropertyId, PropertyList, Value};
 use super::proto::{
     split_relayed, Command, CredentialError, Credentials, OpCode, Reply, Request, VixError,
 };
-use super::{Authenticator, OpResult, RunAs};
+use super::{Authenticator, OpResult, RunAs, UserIdentity};
 use crate::config::GuestOperationsConfig;
 use base64::Engine as _;
 use std::sync::Arc;
@@ -484,6 +484,17 @@ impl Server {
             tracing::info!(op = %op, "guest operation disabled by configuration");
             return OpResult::error(VixError::OPERATION_DISABLED, 0);
         }
+        if op == OpCode::HGFS_SEND_PACKET {
+            // The bulk of every transfer: the packet stays borrowed from the request.
+            let packet = match super::proto::decode_hgfs_packet(request.body) {
+                Ok(packet) => packet,
+                Err(e) => return OpResult::error(e.vix_error(), 0),
+            };
+            return match self.login(request) {
+                Ok(user) => self.run_as.hgfs_packet(&user, packet),
+                Err(result) => result,
+            };
+        }
         let command = match Command::decode(op, request.body) {
             Ok(c) => c,
             Err(e) => return OpResult::error(e.vix_error(), 0),
@@ -491,6 +502,18 @@ impl Server {
         if command == Command::GetToolsState {
             return OpResult::ok(self.tools_state());
         }
+        let user = match self.login(request) {
+            Ok(u) => u,
+            Err(result) => return result,
+        };
+        if command == Command::ValidateCredentials {
+            return OpResult::ok("");
+        }
+        self.run_as.run(&user, &command)
+    }
+
+    /// The request's credentials checked: the user, or the failed operation's result.
+    fn login(&self, request: &Request<'_>) -> Result<UserIdentity, OpResult> {
         let credentials = match Credentials::decode(
             request.header.credential_type,
             request.credential,
@@ -500,20 +523,12 @@ impl Server {
                 if let CredentialError::Unsupported(t) = &e {
                     tracing::warn!(credential_type = %t, "guest operation with a refused credential type");
                 }
-                return OpResult::error(e.vix_error(), 0);
+                return Err(OpResult::error(e.vix_error(), 0));
             }
         };
-        let user = match self.auth.login(&credentials) {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::warn!(user = %credentials.name, reason = %e, "guest operation login failed");
-                return OpResult::error(e.vix_error(), 0);
-            }
-        };
-        drop(credentials);
-        if command == Command::ValidateCredentials {
-            return OpResult::ok("");
-        }
-        self.run_as.run(&user, &command)
+        self.auth.login(&credentials).map_err(|e| {
+            tracing::warn!(user = %credentials.name, reason = %e, "guest operation login failed");
+            OpResult::error(e.vix_error(), 0)
+        })
     }
 }

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use flate2::write::GzDecoder;
@@ -41,6 +42,13 @@ const TEMP_NAME_ATTEMPTS: u32 = 16;
 
 /// Buffer in front of each file being written, so writes reach the kernel in large pieces.
 const FILE_BUFFER: usize = 256 * 1024;
+
+/// Mode of a target directory the unpack creates when the archive has no entry for its root;
+/// the umask applies, as to `mkdir`.
+const NEW_ROOT_MODE: u32 = 0o755;
+
+/// Tells apart the temporary names of new target directories made by this process.
+static NEW_ROOT_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// How to unpack.
 #[derive(Debug, Clone, Default)]
@@ -128,17 +136,26 @@ enum Stage {
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 impl ArchiveWriter {
-    /// Prepares to unpack into the existing directory `dir` (followed if it is a symlink: it is
-    /// the caller's choice; nothing below it is).
+    /// Prepares to unpack into the directory `dir` (followed if it is a symlink: it is the
+    /// caller's choice; nothing below it is).
+    ///
+    /// A `dir` that does not exist is created (its parent must exist): the tree is built under
+    /// a temporary name beside it and renamed into place by [`finish`](Self::finish) without
+    /// replacing anything that appeared meanwhile, with the mode and time of the archive's own
+    /// root entry (`./`) or mode 0755 less the umask. An unpack that fails or is dropped
+    /// unfinished removes that temporary tree, so a new directory appears whole or not at all.
+    /// An existing `dir` keeps its own mode and time: the archive's root entry does not change
+    /// them (a tar of `./` uploaded into `/tmp` must not take its sticky bit).
     pub fn create(dir: &Path, options: UnpackOptions) -> Result<Self, ArchiveError> {
-        let root = rustix::fs::openat(
-            CWD,
-            dir,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| ArchiveError::io("open directory", dir, errno.into()))?;
-        let parser = TarParser::new(root, dir.to_path_buf(), options);
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let parser = match rustix::fs::openat(CWD, dir, flags, Mode::empty()) {
+            Ok(root) => TarParser::new(root, dir.to_path_buf(), options, None),
+            Err(Errno::NOENT) => {
+                let (root, new_root) = NewRoot::make(dir)?;
+                TarParser::new(root, dir.to_path_buf(), options, Some(new_root))
+            }
+            Err(errno) => return Err(ArchiveError::io("open directory", dir, errno.into())),
+        };
         Ok(ArchiveWriter {
             stage: Stage::Sniff(Box::new(parser), Vec::with_capacity(GZIP_MAGIC.len())),
         })
@@ -330,6 +347,190 @@ struct DeferredDir {
     meta: Meta,
 }
 
+/// A target directory this unpack creates, built under a temporary name in its parent.
+#[derive(Debug)]
+struct NewRoot {
+    parent: OwnedFd,
+    temp: Vec<u8>,
+    name: Vec<u8>,
+    /// The archive's entry for its root (`./`), applied to the new directory at the end.
+    meta: Option<Meta>,
+    committed: bool,
+}
+
+impl NewRoot {
+    /// Makes the temporary directory beside `dir`; returns it opened.
+    fn make(dir: &Path) -> Result<(OwnedFd, NewRoot), ArchiveError> {
+        use std::os::unix::ffi::OsStrExt;
+        let name = dir.file_name().ok_or_else(|| {
+            ArchiveError::io(
+                "create directory",
+                dir,
+                io::Error::new(io::ErrorKind::InvalidInput, "no directory name to create"),
+            )
+        })?;
+        let parent_path = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let parent = rustix::fs::openat(
+            CWD,
+            parent_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| ArchiveError::io("open directory", parent_path, errno.into()))?;
+        for _ in 0..TEMP_NAME_ATTEMPTS {
+            let temp = format!(
+                ".tbx-unpack-{}-{}.dir",
+                std::process::id(),
+                NEW_ROOT_COUNTER.fetch_add(1, Ordering::Relaxed)
+            )
+            .into_bytes();
+            match rustix::fs::mkdirat(&parent, temp.as_slice(), Mode::from_raw_mode(NEW_ROOT_MODE))
+            {
+                Ok(()) => {}
+                Err(Errno::EXIST) => continue,
+                Err(errno) => return Err(ArchiveError::io("create directory", dir, errno.into())),
+            }
+            let new_root = NewRoot {
+                parent,
+                temp,
+                name: name.as_bytes().to_vec(),
+                meta: None,
+                committed: false,
+            };
+            // From here on a failure drops `new_root`, which removes the directory again.
+            let root = rustix::fs::openat(
+                &new_root.parent,
+                new_root.temp.as_slice(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|errno| ArchiveError::io("open directory", dir, errno.into()))?;
+            return Ok((root, new_root));
+        }
+        Err(ArchiveError::io(
+            "create directory",
+            dir,
+            io::ErrorKind::AlreadyExists.into(),
+        ))
+    }
+
+    /// Gives the finished tree the root entry's attributes and its name; it must not exist.
+    fn commit(
+        &mut self,
+        root: &OwnedFd,
+        options: &UnpackOptions,
+        shown: &Path,
+    ) -> Result<(), ArchiveError> {
+        if let Some(meta) = self.meta {
+            let shown = shown.display().to_string();
+            if options.preserve_owner {
+                chown_fd(root.as_fd(), meta, &shown)?;
+            }
+            rustix::fs::fchmod(root, Mode::from_raw_mode(meta.mode))
+                .map_err(|errno| ArchiveError::io("chmod", shown.clone(), errno.into()))?;
+            rustix::fs::futimens(root, &times(meta.mtime))
+                .map_err(|errno| ArchiveError::io("set times", shown, errno.into()))?;
+        }
+        rustix::fs::renameat_with(
+            &self.parent,
+            self.temp.as_slice(),
+            &self.parent,
+            self.name.as_slice(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|errno| ArchiveError::io("rename into place", shown, errno.into()))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for NewRoot {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        if let Err(error) = remove_tree(&self.parent, &self.temp) {
+            tracing::warn!(error = %error, "could not remove an unfinished unpack's directory");
+        }
+    }
+}
+
+/// Removes the directory `name` in `parent` and everything below it, never following a
+/// symlink. Only one descriptor is open at a time (the walk goes back up through `..`), so a
+/// tree of any depth goes; each directory is made writable first, since the unpack may already
+/// have given it a read-only mode.
+fn remove_tree(parent: &OwnedFd, name: &[u8]) -> io::Result<()> {
+    struct Level {
+        name: Vec<u8>,
+        subdirs: Vec<Vec<u8>>,
+    }
+    fn enter(at: BorrowedFd<'_>, name: &[u8]) -> io::Result<(OwnedFd, Level)> {
+        let fd = rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700));
+        let mut subdirs = Vec::new();
+        let mut others = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let entry = entry?;
+            let child = entry.file_name().to_bytes();
+            if child == b"." || child == b".." {
+                continue;
+            }
+            if entry.file_type() == FileType::Directory {
+                subdirs.push(child.to_vec());
+            } else {
+                others.push(child.to_vec());
+            }
+        }
+        for child in others {
+            match rustix::fs::unlinkat(&fd, child.as_slice(), AtFlags::empty()) {
+                // A file system that reports no entry types: this one is a directory.
+                Err(Errno::ISDIR) => subdirs.push(child),
+                other => other?,
+            }
+        }
+        Ok((
+            fd,
+            Level {
+                name: name.to_vec(),
+                subdirs,
+            },
+        ))
+    }
+    let (mut current, level) = enter(parent.as_fd(), name)?;
+    let mut stack = vec![level];
+    while let Some(top) = stack.last_mut() {
+        if let Some(sub) = top.subdirs.pop() {
+            let (fd, level) = enter(current.as_fd(), &sub)?;
+            current = fd;
+            stack.push(level);
+            continue;
+        }
+        let Some(done) = stack.pop() else { break };
+        if stack.is_empty() {
+            drop(current);
+            rustix::fs::unlinkat(parent, done.name.as_slice(), AtFlags::REMOVEDIR)?;
+            return Ok(());
+        }
+        let up = rustix::fs::openat(
+            &current,
+            "..",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        current = up;
+        rustix::fs::unlinkat(&current, done.name.as_slice(), AtFlags::REMOVEDIR)?;
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct TarParser {
     root: OwnedFd,
@@ -347,10 +548,17 @@ struct TarParser {
     temp_counter: u64,
     summary: UnpackSummary,
     finished: bool,
+    /// Set when the unpack creates the target directory.
+    new_root: Option<NewRoot>,
 }
 
 impl TarParser {
-    fn new(root: OwnedFd, root_path: PathBuf, options: UnpackOptions) -> Self {
+    fn new(
+        root: OwnedFd,
+        root_path: PathBuf,
+        options: UnpackOptions,
+        new_root: Option<NewRoot>,
+    ) -> Self {
         TarParser {
             root,
             root_path,
@@ -366,6 +574,7 @@ impl TarParser {
             temp_counter: 0,
             summary: UnpackSummary::default(),
             finished: false,
+            new_root,
         }
     }
 
@@ -481,8 +690,11 @@ impl TarParser {
                 state: "no end-of-archive records",
             });
         }
-        self.finished = true;
         self.apply_deferred()?;
+        if let Some(new_root) = &mut self.new_root {
+            new_root.commit(&self.root, &self.options, &self.root_path)?;
+        }
+        self.finished = true;
         Ok(std::mem::take(&mut self.summary))
     }
 
@@ -634,6 +846,8 @@ impl TarParser {
                 let components = safe_components(&name, &shown)?;
                 if !components.is_empty() {
                     self.directory(components, meta, &shown)?;
+                } else if let Some(new_root) = &mut self.new_root {
+                    new_root.meta = Some(meta);
                 }
                 Ok(Sink::Skip)
             }
@@ -1025,8 +1239,9 @@ impl Write for TarParser {
 
 impl Drop for TarParser {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.finished && self.new_root.is_none() {
             // Stopped early: the directories made so far still get their modes and times.
+            // A directory this unpack created goes instead, when `new_root` drops.
             let _ = self.apply_deferred();
         }
     }

@@ -60,41 +60,39 @@ pub enum FrameError {
     },
 }
 
-/// Fills `buf` as far as the stream goes: the bytes read, short only at end of stream.
-fn fill(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, FrameError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(got)
-}
-
 /// Reads one frame: `Ok(None)` on a clean end of stream between frames.
 ///
 /// The length and the tag come in one read and the payload in (usually) one more, read into
 /// fresh capacity without zeroing it first: a 60 KiB HGFS packet costs two system calls.
 pub fn read_frame(r: &mut impl Read) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
     let mut head = [0u8; 5];
-    let got = fill(r, &mut head)?;
+    let mut got = 0;
+    // The length is checked as soon as its four bytes are in, before waiting for the tag: a
+    // peer that sent a bad length and waits must get its error, not a reader waiting too.
+    while got < head.len() {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if got >= 4 {
+            let want = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+            if want as usize > MAX_FRAME {
+                return Err(FrameError::TooLarge(want));
+            }
+            if want == 0 {
+                return Err(FrameError::Empty);
+            }
+        }
+    }
     if got == 0 {
         return Ok(None);
     }
     if got < 4 {
         return Err(FrameError::Truncated { got, want: 4 });
     }
-    let want = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    if want as usize > MAX_FRAME {
-        return Err(FrameError::TooLarge(want));
-    }
-    let want = want as usize;
-    if want == 0 {
-        return Err(FrameError::Empty);
-    }
+    let want = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     if got == 4 {
         return Err(FrameError::Truncated { got: 0, want });
     }
@@ -473,6 +471,27 @@ mod tests {
         sock.1.read_to_end(&mut all).unwrap();
         assert_eq!(&all[..5], &[0, 0, 0, 13, 3]);
         assert!(write_frame_parts(&mut Vec::new(), 1, &[&vec![0; MAX_PAYLOAD], b"x"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_length_is_refused_without_waiting_for_more() {
+        /// Gives its bytes, then fails the test if asked again (a real peer would block).
+        struct Once(Option<Vec<u8>>);
+        impl Read for Once {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let data = self.0.take().expect("read again after a bad length");
+                buf[..data.len()].copy_from_slice(&data);
+                Ok(data.len())
+            }
+        }
+        assert!(matches!(
+            read_frame(&mut Once(Some(u32::MAX.to_be_bytes().to_vec()))),
+            Err(FrameError::TooLarge(u32::MAX))
+        ));
+        assert!(matches!(
+            read_frame(&mut Once(Some(vec![0; 4]))),
+            Err(FrameError::Empty)
+        ));
     }
 
     #[test]

@@ -69,6 +69,15 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Removes a scratch directory when dropped, a panicking run's too.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Deterministic bytes that repeat only every 1 000 003 (prime) bytes.
 struct Pattern {
     at: u64,
@@ -464,6 +473,8 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let work = scratch("guestfiles");
+        // Gigabyte files in memory-backed /dev/shm: gone even when a step fails.
+        let _cleanup = RemoveOnDrop(work.clone());
         let etc = account_files(&work);
 
         // Ours.
@@ -530,7 +541,6 @@ fn main() {
             }
             _ => None,
         };
-        let _ = std::fs::remove_dir_all(&work);
 
         println!(
             "guest file transfers through unix:DIR, {} requests ({} MiB over f, {} MiB over op 84; vmtoolsd op 84: {})",

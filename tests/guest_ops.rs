@@ -261,16 +261,7 @@ fn a_helper_whose_programs_run_or_have_unread_exit_codes_outlives_its_idle_timeo
         idle_timeout: Duration::from_millis(200),
         ..PoolConfig::default()
     });
-    let uid = nix::unistd::geteuid();
-    let account = nix::unistd::User::from_uid(uid).unwrap().unwrap();
-    let me = toolbox::auth::UserIdentity {
-        name: account.name,
-        uid: uid.as_raw(),
-        gid: account.gid.as_raw(),
-        groups: vec![account.gid.as_raw()],
-        home: account.dir,
-        shell: account.shell,
-    };
+    let me = own_identity();
     let run = |command: &Command| {
         let reply = pool
             .call(
@@ -324,21 +315,8 @@ fn a_helper_already_running_as_its_user_needs_no_capability_to_switch() {
         .collect(),
         ..PoolConfig::default()
     });
-    let account = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0))
-        .unwrap()
-        .unwrap();
-    let root = toolbox::auth::UserIdentity {
-        name: account.name,
-        uid: 0,
-        gid: 0,
-        groups: nix::unistd::getgroups()
-            .unwrap()
-            .iter()
-            .map(|g| g.as_raw())
-            .collect(),
-        home: account.dir,
-        shell: account.shell,
-    };
+    // The test runs as root (checked above), so this is root.
+    let root = own_identity();
     let report = pool
         .call(&root, ServiceId::IDENTITY, &[])
         .expect("root's helper starts");

@@ -11,7 +11,7 @@
 
 use super::HelperService;
 use crate::codec::Reader;
-use crate::vix::proto::{attribute_options as opt, Command, OpCode, VixError};
+use crate::vix::proto::{attribute_options as opt, Command, DecodeError, OpCode, VixError};
 use crate::vix::{files, OpResult};
 use toolbox_hgfs::archive::ArchiveFiles;
 use toolbox_hgfs::proto::Status;
@@ -158,15 +158,23 @@ pub fn encode_result(r: &OpResult) -> Vec<u8> {
 
 /// The service's VIX answer; a reply too short to be one is `VIX_E_FAIL`.
 pub fn decode_result(reply: &[u8]) -> OpResult {
+    try_decode_result(reply).unwrap_or_else(|_| OpResult::error(VixError::FAIL, 0))
+}
+
+/// Decodes what [`encode_result`] made (the process service answers in the same form).
+pub fn try_decode_result(reply: &[u8]) -> Result<OpResult, DecodeError> {
     let mut r = Reader::new(reply);
-    match (r.u64_le(), r.u32_le()) {
-        (Some(error), Some(errno)) => OpResult {
-            error: VixError(error),
-            errno,
-            result: r.rest().to_vec(),
-        },
-        _ => OpResult::error(VixError::FAIL, 0),
-    }
+    let error = r
+        .u64_le()
+        .ok_or(DecodeError::Body("helper reply: no error"))?;
+    let errno = r
+        .u32_le()
+        .ok_or(DecodeError::Body("helper reply: no errno"))?;
+    Ok(OpResult {
+        error: VixError(error),
+        errno,
+        result: r.rest().to_vec(),
+    })
 }
 
 #[cfg(test)]

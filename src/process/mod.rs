@@ -33,7 +33,7 @@ pub use manager::{ManagerConfig, ProcessManager, ProcessRecord, StartError, Term
 use crate::codec::Reader;
 use crate::guestops::{HelperService, HelperSettings, ServiceId};
 use crate::vix::files::escape_xml;
-use crate::vix::proto::{Command, DecodeError, OpCode, VixError, MAX_RESULT_SIZE};
+use crate::vix::proto::{Command, OpCode, VixError, MAX_RESULT_SIZE};
 use crate::vix::OpResult;
 use std::sync::{Arc, OnceLock};
 
@@ -59,30 +59,11 @@ pub fn encode_call(command: &Command) -> Vec<u8> {
     out
 }
 
-/// The helper's answer: VIX error (u64 LE), errno (u32 LE), result.
-pub fn encode_reply(r: &OpResult) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + r.result.len());
-    out.extend_from_slice(&r.error.0.to_le_bytes());
-    out.extend_from_slice(&r.errno.to_le_bytes());
-    out.extend_from_slice(&r.result);
-    out
-}
-
-/// Decodes what [`encode_reply`] made.
-pub fn decode_reply(bytes: &[u8]) -> Result<OpResult, DecodeError> {
-    let mut r = Reader::new(bytes);
-    let error = r
-        .u64_le()
-        .ok_or(DecodeError::Body("process reply: no error"))?;
-    let errno = r
-        .u32_le()
-        .ok_or(DecodeError::Body("process reply: no errno"))?;
-    Ok(OpResult {
-        error: VixError(error),
-        errno,
-        result: r.rest().to_vec(),
-    })
-}
+/// The helper's answer: VIX error (u64 LE), errno (u32 LE), result, as the file service
+/// answers VIX commands; [`decode_reply`] reads it back.
+pub use crate::guestops::files::{
+    encode_result as encode_reply, try_decode_result as decode_reply,
+};
 
 static SHARED: OnceLock<Arc<ProcessManager>> = OnceLock::new();
 

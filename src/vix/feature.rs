@@ -52,10 +52,7 @@ impl RunAs for InHelper {
                     process::PROCESS_SERVICE,
                     &process::encode_call(command),
                 )
-                .map(|reply| {
-                    process::decode_reply(&reply)
-                        .unwrap_or_else(|_| OpResult::error(VixError::FAIL, 0))
-                })
+                .map(|reply| decode_result(&reply))
         } else {
             self.0
                 .call(user, ServiceId::FILES, &encode_vix_request(command))

@@ -262,3 +262,21 @@ pub fn accounts(dir: &TempDir, extra: &str) -> Accounts {
         ),
     }
 }
+
+/// This process's own account, as guest operations would run as it.
+pub fn own_identity() -> toolbox::auth::UserIdentity {
+    let uid = nix::unistd::getuid();
+    let user = nix::unistd::User::from_uid(uid).unwrap().unwrap();
+    toolbox::auth::UserIdentity {
+        name: user.name,
+        uid: uid.as_raw(),
+        gid: user.gid.as_raw(),
+        groups: nix::unistd::getgroups()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect(),
+        home: user.dir,
+        shell: user.shell,
+    }
+}

@@ -3,6 +3,8 @@
 //! limits, then — as root — real helpers for a user this test creates (and removes again), and
 //! the `pam` backend through the system's pam_unix.
 
+mod util;
+
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use toolbox::auth::{
     DenyReason, RateLimits, UserIdentity,
 };
 use toolbox::guestops::{GuestOpsError, HelperPool, HelperRegistry, PoolConfig, ServiceId};
+use util::own_identity;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auth");
 
@@ -427,23 +430,6 @@ fn field<'a>(report: &'a str, name: &str) -> &'a str {
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-fn own_identity() -> UserIdentity {
-    let uid = nix::unistd::getuid();
-    let user = nix::unistd::User::from_uid(uid).unwrap().unwrap();
-    UserIdentity {
-        name: user.name,
-        uid: uid.as_raw(),
-        gid: user.gid.as_raw(),
-        groups: nix::unistd::getgroups()
-            .unwrap()
-            .iter()
-            .map(|g| g.as_raw())
-            .collect(),
-        home: user.dir,
-        shell: user.shell,
-    }
 }
 
 #[test]

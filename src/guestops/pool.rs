@@ -513,9 +513,9 @@ fn retire_changed(inner: &Inner, resolve: &dyn Fn(&str) -> Option<UserIdentity>)
             gone.extend(slots.remove(uid));
         }
     }
-    drop(slots);
     tracing::info!(uids = ?changed.iter().map(|(u, _)| *u).collect::<Vec<_>>(), "accounts changed; stopping their helpers");
-    drop(gone);
+    stop_helpers(&gone);
+    drop(slots);
 }
 
 fn watch_accounts(inner: &Inner) {
@@ -586,11 +586,22 @@ fn reap(inner: &Inner) {
         })
         .collect();
     let gone: Vec<_> = stale.iter().filter_map(|uid| slots.remove(uid)).collect();
-    drop(slots);
     if !gone.is_empty() {
         tracing::debug!(uids = ?stale, "stopping idle helpers");
     }
-    drop(gone);
+    stop_helpers(&gone);
+    drop(slots);
+}
+
+/// Stops the helpers of slots just taken out of the pool. Called with the pool still locked,
+/// so no one sees a helper gone from the pool whose process still runs. One a request is
+/// using stops when that request lets its clone of the slot go.
+fn stop_helpers(gone: &[Arc<Slot>]) {
+    for slot in gone {
+        if let Ok(mut helper) = slot.helper.try_lock() {
+            drop(helper.take());
+        }
+    }
 }
 
 fn reap_loop(inner: Weak<Inner>) {

@@ -497,7 +497,14 @@ pub fn ps_table(
             }
         }
         line.push('\t');
-        line.push_str(p.command_line.trim());
+        // A command line may hold newlines and tabs (a shell's `-c` script): shown as `?`,
+        // as ps(1) does, so each process stays one row of the table.
+        line.extend(
+            p.command_line
+                .trim()
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c }),
+        );
         lines.push(line);
     }
     tabulate(&lines)
@@ -909,7 +916,7 @@ mod tests {
             exit_code,
             end_time,
         };
-        let procs = [p(7, "root", 0, 0), p(12345, "gfuser", 1_700_000_060, 3)];
+        let mut procs = [p(7, "root", 0, 0), p(12345, "gfuser", 1_700_000_060, 3)];
         assert_eq!(
             ps_table(&procs, false, |_| true),
             "UID     PID    STIME  CMD\n\
@@ -924,6 +931,11 @@ mod tests {
         assert_eq!(
             ps_table(&procs[..1], true, |_| true),
             "UID   PID  STIME  XTIME  XCODE  CMD\nroot  7    22:13  -      -      /bin/sleep 7\n"
+        );
+        procs[0].command_line = "bash -c X='a\n\tb'\n".into();
+        assert_eq!(
+            ps_table(&procs[..1], false, |_| true),
+            "UID   PID  STIME  CMD\nroot  7    22:13  bash -c X='a??b'\n"
         );
     }
 

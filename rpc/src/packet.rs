@@ -89,6 +89,24 @@ impl Packet {
     ///
     /// On error `out` is left as it was.
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), PacketError> {
+        let mut tail = Vec::new();
+        self.encode_framing(out, &mut tail)?;
+        out.reserve(self.payload.len() + tail.len());
+        out.extend_from_slice(&self.payload);
+        out.extend_from_slice(&tail);
+        Ok(())
+    }
+
+    /// The bytes around the payload: the packet on the wire is what this appends to `head`,
+    /// then the payload, then what it appends to `tail`. A writer sends the three with one
+    /// `writev` and copies no payload.
+    ///
+    /// On error both are left as they were.
+    pub fn encode_framing(
+        &self,
+        head: &mut Vec<u8>,
+        tail: &mut Vec<u8>,
+    ) -> Result<(), PacketError> {
         const INT64_ENTRY: usize = 16;
         let payload_len = match self.payload.len() {
             0 => None,
@@ -101,17 +119,16 @@ impl Packet {
             + payload_len.map_or(0, |_| 12 + self.payload.len())
             + if self.fast_close { INT64_ENTRY } else { 0 };
         let body_u32 = u32::try_from(body).map_err(|_| PacketError::TooLarge(body))?;
-        out.reserve(4 + body);
-        out.extend_from_slice(&body_u32.to_be_bytes());
-        put_int64(out, FIELD_TYPE, self.kind.0);
+        head.reserve(4 + INT64_ENTRY + 12);
+        head.extend_from_slice(&body_u32.to_be_bytes());
+        put_int64(head, FIELD_TYPE, self.kind.0);
         if let Some(len) = payload_len {
-            out.extend_from_slice(&datamap::field_type::STRING.to_be_bytes());
-            out.extend_from_slice(&FIELD_PAYLOAD.to_be_bytes());
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&self.payload);
+            head.extend_from_slice(&datamap::field_type::STRING.to_be_bytes());
+            head.extend_from_slice(&FIELD_PAYLOAD.to_be_bytes());
+            head.extend_from_slice(&len.to_be_bytes());
         }
         if self.fast_close {
-            put_int64(out, FIELD_FAST_CLOSE, 1);
+            put_int64(tail, FIELD_FAST_CLOSE, 1);
         }
         Ok(())
     }
@@ -572,6 +589,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn framing_around_the_payload_is_the_encoding(p in packet()) {
+            let (mut head, mut tail) = (vec![0xaa], vec![0xbb]);
+            p.encode_framing(&mut head, &mut tail).unwrap();
+            let wire = [&head[1..], &p.payload[..], &tail[1..]].concat();
+            prop_assert_eq!(&wire, &p.encode());
+            prop_assert_eq!(Packet::decode(&wire).unwrap(), p);
+        }
+
         #[test]
         fn any_split_yields_the_packets_sent(
             packets in proptest::collection::vec(packet(), 0..8),

@@ -466,8 +466,11 @@ impl Service {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<(), SessionError> {
         debug!("TCLO stream connected");
+        let polled = s
+            .try_clone()
+            .map_err(io_error("duplicating the TCLO socket"))?;
         let (r, mut w) = split_tclo(s).map_err(io_error("registering the TCLO socket"))?;
-        let mut reader = PacketReader::new(r);
+        let mut reader = PacketReader::new(r).with_busy_poll(polled);
         let mut session = Session::stream();
         let mut alarm = Alarm::new()?;
         let mut pending = None;

@@ -143,13 +143,6 @@ pub(crate) fn parse_passwd(text: &str, name: &str) -> Option<PasswdEntry> {
         })
 }
 
-/// The name of the first account with `uid`.
-pub(crate) fn name_of_uid(text: &str, uid: u32) -> Option<String> {
-    records(text)
-        .find(|f| f.len() == 7 && f[2].parse() == Ok(uid))
-        .map(|f| f[0].to_string())
-}
-
 pub(crate) fn parse_shadow(text: &str, name: &str) -> Option<ShadowEntry> {
     let day = |s: &str| -> Option<Option<i64>> {
         if s.is_empty() {

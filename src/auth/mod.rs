@@ -417,16 +417,6 @@ impl Authenticator {
         }
     }
 
-    /// The account with `uid`, from the account files (never NSS, which a static build cannot
-    /// load).
-    pub fn identity_of_uid(&self, uid: u32) -> Result<Option<UserIdentity>, AuthError> {
-        let passwd = accounts::read_file(&self.settings.files.passwd)?;
-        match accounts::name_of_uid(&passwd, uid) {
-            Some(name) => accounts::identity_from_files(&self.settings.files, &name),
-            None => Ok(None),
-        }
-    }
-
     /// The account files watched for changes.
     pub fn account_files(&self) -> &AccountFiles {
         &self.settings.files

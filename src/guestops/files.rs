@@ -139,14 +139,6 @@ pub fn encode_vix_request(command: &Command) -> Vec<u8> {
     out
 }
 
-/// An HGFS packet as the service takes it.
-pub fn encode_hgfs_request(packet: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + packet.len());
-    out.push(TAG_HGFS);
-    out.extend_from_slice(packet);
-    out
-}
-
 /// A VIX result as the service answers it.
 pub fn encode_result(r: &OpResult) -> Vec<u8> {
     let mut out = Vec::with_capacity(12 + r.result.len());

@@ -3,19 +3,25 @@
 //!
 //! A request is answered later: the login (tens of milliseconds with yescrypt, seconds for a
 //! wrong password under PAM) and the operation (file I/O in the user's helper) run on the
-//! blocking pool, never on the TCLO loop. The `f` command carries HGFS packets from the VMX
-//! itself, without credentials, as vmtoolsd's hgfsServer plugin takes them: they run in a
-//! helper of the agent's own user.
+//! blocking pool, never on the TCLO loop.
+//!
+//! The `f` command carries HGFS packets from the VMX itself, without credentials, and is
+//! served by the agent as its own user, at once on the TCLO loop, as vmtoolsd's hgfsServer
+//! plugin serves it (`HgfsServerRpcDispatch`, services/plugins/hgfsServer/hgfsPlugin.c). No
+//! login stands between the VMX and these packets, so a helper would only add two process
+//! hops to each one; the VMX sends the next packet only after the reply, so the loop has
+//! nothing else of the VMX's to do meanwhile.
 
 use super::server::{Server, ToolsInfo, HGFS_SERVER_CAPABILITY, HGFS_TCLO_COMMAND};
 use super::{AuthError, Authenticator, Credentials, OpResult, RunAs, UserIdentity, VixError};
 use crate::auth;
 use crate::config::Config;
 use crate::dispatch::{Answer, Context, Feature, Registry, Reply};
-use crate::guestops::files::{decode_result, encode_hgfs_request, encode_vix_request, TAG_HGFS};
+use crate::guestops::files::{decode_result, encode_vix_request, TAG_HGFS};
 use crate::guestops::{AccountWatch, HelperPool, HelperSettings, PoolConfig, ServiceId};
 use crate::process;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use toolbox_hgfs::archive::ArchiveFiles;
 use tracing::warn;
 
 /// Checks VIX credentials with the configured backend.
@@ -81,12 +87,38 @@ impl RunAs for InHelper {
     }
 }
 
+/// The HGFS server of the `f` command: made at the first packet, so an agent the VMX never
+/// sends one to keeps no buffers for it.
+#[derive(Default)]
+struct TcloHgfs(Mutex<Option<toolbox_hgfs::Server>>);
+
+impl TcloHgfs {
+    /// The reply to one packet. vmtoolsd refuses an empty one with this text.
+    fn serve(&self, packet: &[u8]) -> Reply {
+        if packet.is_empty() {
+            return Reply::error("1 argument required");
+        }
+        let mut server = self.0.lock().unwrap_or_else(|poisoned| {
+            // A packet that panicked the server (a bug) may have left it half-changed: start
+            // afresh, and the VMX's next packet on the old session gets the stale-session status.
+            self.0.clear_poison();
+            let mut server = poisoned.into_inner();
+            *server = None;
+            server
+        });
+        let server = server.get_or_insert_with(|| {
+            let mut server = toolbox_hgfs::Server::new(toolbox_hgfs::ServerConfig::default());
+            server.register_handler(Box::new(ArchiveFiles));
+            server
+        });
+        Reply::ok(server.handle_packet(packet))
+    }
+}
+
 /// The feature.
 pub struct GuestOps {
     server: Server,
-    pool: Arc<HelperPool>,
-    /// Whom `f` packets run as: the agent's own user.
-    agent_user: UserIdentity,
+    tclo_hgfs: TcloHgfs,
 }
 
 impl std::fmt::Debug for GuestOps {
@@ -97,24 +129,6 @@ impl std::fmt::Debug for GuestOps {
     }
 }
 
-/// The agent's own account, for HGFS packets the VMX sends without credentials: from the
-/// account files, else the process's own ids.
-fn agent_identity(authenticator: &auth::Authenticator) -> UserIdentity {
-    let uid = nix::unistd::geteuid().as_raw();
-    if let Ok(Some(id)) = authenticator.identity_of_uid(uid) {
-        return id;
-    }
-    let gid = nix::unistd::getegid().as_raw();
-    UserIdentity {
-        name: format!("uid {uid}"),
-        uid,
-        gid,
-        groups: vec![gid],
-        home: "/".into(),
-        shell: "/bin/sh".into(),
-    }
-}
-
 impl GuestOps {
     /// The feature from the configuration; fails when the authentication backend cannot be set
     /// up (then guest operations stay off, as in vmtoolsd without its vix plugin).
@@ -122,7 +136,6 @@ impl GuestOps {
         let authenticator = Arc::new(auth::Authenticator::new(auth::AuthSettings::from(
             &config.auth,
         ))?);
-        let agent_user = agent_identity(&authenticator);
         let resolver = authenticator.clone();
         let pool = Arc::new(HelperPool::new(PoolConfig {
             account_watch: Some(AccountWatch {
@@ -148,8 +161,7 @@ impl GuestOps {
         );
         Ok(Arc::new(GuestOps {
             server,
-            pool,
-            agent_user,
+            tclo_hgfs: TcloHgfs::default(),
         }))
     }
 
@@ -165,24 +177,9 @@ impl GuestOps {
         })
     }
 
-    fn hgfs(&self, ctx: &Context, packet: &[u8]) -> Answer {
-        let user = self.agent_user.clone();
-        let pool = self.pool.clone();
-        let request = encode_hgfs_request(packet);
-        let ctx = ctx.clone();
-        Answer::later_reply(async move {
-            match ctx
-                .blocking(move || pool.call(&user, ServiceId::FILES, &request))
-                .await
-            {
-                Ok(Ok(reply)) => Reply::ok(reply),
-                Ok(Err(e)) => {
-                    warn!(error = %e, "HGFS helper failed");
-                    Reply::error("HGFS server failed")
-                }
-                Err(e) => Reply::error(e.to_string()),
-            }
-        })
+    fn hgfs(&self, packet: &[u8]) -> Answer {
+        let _span = tracing::debug_span!("hgfs_tclo", len = packet.len()).entered();
+        self.tclo_hgfs.serve(packet).into()
     }
 }
 
@@ -197,7 +194,7 @@ impl Feature for GuestOps {
             Reply::ok(me.server.handle_get_tools_properties()).into()
         });
         let me = self;
-        r.binary_handler(HGFS_TCLO_COMMAND, move |ctx, packet| me.hgfs(ctx, packet));
+        r.binary_handler(HGFS_TCLO_COMMAND, move |_, packet| me.hgfs(packet));
         r.capability(HGFS_SERVER_CAPABILITY.as_bytes().to_vec());
     }
 }

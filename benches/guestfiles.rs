@@ -10,8 +10,9 @@
 //! * HGFS over the TCLO `f` command: write then read a file (no credentials on this carrier);
 //! * HGFS over VIX op 84 (`HgfsSendPacket` with name/password credentials in every request,
 //!   the way guest-operation transfers travel): a file uploaded then downloaded;
-//! * peak RSS (VmHWM) of the agent and of the processes it starts (its per-user helper) during
-//!   the transfers.
+//! * peak RSS (VmHWM) of the agent and of the largest process it starts (its per-user helper;
+//!   at a login, the short-lived password check, which holds yescrypt's 16 MiB so that the
+//!   agent does not) during the transfers.
 //!
 //! Beside each: plain `pwrite`/`pread` of the same file in the same 61 440-byte pieces, same run.
 //! Files live on /dev/shm when there is one, so the figures are the agents' and not a disk's.
@@ -580,7 +581,7 @@ fn main() {
                 format!("; vmtoolsd {:.1} MB", mb(pick(&t).0))
             });
             println!(
-                "peak RSS {label:<34} toolbox {:.1} MB, its helper {:.1} MB{theirs}",
+                "peak RSS {label:<34} toolbox {:.1} MB, its largest child {:.1} MB{theirs}",
                 mb(agent),
                 mb(child)
             );

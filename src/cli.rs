@@ -86,6 +86,10 @@ pub enum Command {
     /// `guestops::helper`). Not for use by hand.
     #[command(name = "__guestops-helper", hide = true)]
     GuestOpsHelper,
+    /// Internal: one password check, the request on stdin and the verdict on stdout (see
+    /// `auth::checker`). Not for use by hand.
+    #[command(name = "__auth-check", hide = true)]
+    AuthCheck,
 }
 
 /// Config file operations.
@@ -166,6 +170,9 @@ pub enum CliError {
     /// A guest-operations helper stopped on an error (already printed).
     #[error("guest-operations helper stopped")]
     Helper,
+    /// A password check could not read its request.
+    #[error("password check: unreadable request")]
+    AuthCheck,
     /// `config check` of a file that does not exist.
     #[error("{0}: no such file")]
     ConfigMissing(PathBuf),
@@ -317,6 +324,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run => {
             drop(out);
             return run_agent(&cli, assume);
+        }
+        Command::AuthCheck => {
+            drop(out);
+            return match crate::auth::serve_check() {
+                code if code == std::process::ExitCode::SUCCESS => Ok(()),
+                _ => Err(CliError::AuthCheck),
+            };
         }
         Command::Config {
             op: ConfigOp::Check { file },

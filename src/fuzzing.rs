@@ -24,6 +24,12 @@ pub fn guestops_frame(data: &[u8]) {
     crate::guestops::frame::fuzzing::frames(data);
 }
 
+/// The password check's request and verdict decoders (`src/auth/checker.rs`), as the child and
+/// the agent read them.
+pub fn auth_check(data: &[u8]) {
+    crate::auth::fuzz_check_messages(data);
+}
+
 /// The simulator's disk info decoders (JSON and binary): never panic; what the JSON decoder
 /// takes names at most `MAX_DISKS` filesystems.
 #[cfg(feature = "sim")]

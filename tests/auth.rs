@@ -12,8 +12,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use toolbox::auth::{
-    AccountFiles, AuthError, AuthSettings, Authenticator, BackendKind, CredentialType, Credentials,
-    DenyReason, RateLimits, UserIdentity,
+    AccountFiles, AuthError, AuthSettings, Authenticator, BackendKind, Checker, CredentialType,
+    Credentials, DenyReason, RateLimits, UserIdentity,
 };
 use toolbox::guestops::{GuestOpsError, HelperPool, HelperRegistry, PoolConfig, ServiceId};
 use util::own_identity;
@@ -40,10 +40,20 @@ impl Accounts {
     }
 
     fn authenticator(&self, backend: BackendKind, limits: RateLimits) -> Authenticator {
+        self.authenticator_checking(backend, limits, Checker::InProcess)
+    }
+
+    fn authenticator_checking(
+        &self,
+        backend: BackendKind,
+        limits: RateLimits,
+        checker: Checker,
+    ) -> Authenticator {
         Authenticator::new(AuthSettings {
             backend,
             files: self.files(),
             limits,
+            checker,
             ..AuthSettings::default()
         })
         .unwrap()
@@ -69,6 +79,19 @@ impl Accounts {
     }
 }
 
+/// The real binary's password check process, as the agent runs it.
+fn child_checker() -> Checker {
+    Checker::Child {
+        program: env!("CARGO_BIN_EXE_toolbox").into(),
+        args: vec![toolbox::auth::CHECK_SUBCOMMAND.into()],
+    }
+}
+
+/// Both places a check can run.
+fn checkers() -> [Checker; 2] {
+    [Checker::InProcess, child_checker()]
+}
+
 fn login(a: &Authenticator, user: &str, password: &str) -> Result<UserIdentity, AuthError> {
     a.authenticate(
         CredentialType::NAME_PASSWORD,
@@ -85,8 +108,14 @@ fn reason(r: Result<UserIdentity, AuthError>) -> DenyReason {
 
 #[test]
 fn shadow_backend_verifies_yescrypt_sha512_sha256_and_old_style_hashes() {
+    for checker in checkers() {
+        shadow_backend_verifies_with(checker);
+    }
+}
+
+fn shadow_backend_verifies_with(checker: Checker) {
     let acc = Accounts::new();
-    let auth = acc.authenticator(BackendKind::Shadow, RateLimits::unlimited());
+    let auth = acc.authenticator_checking(BackendKind::Shadow, RateLimits::unlimited(), checker);
     let alice = login(&auth, "alice", "alice-pw-1").unwrap();
     assert_eq!(
         alice,
@@ -109,8 +138,14 @@ fn shadow_backend_verifies_yescrypt_sha512_sha256_and_old_style_hashes() {
 
 #[test]
 fn shadow_backend_refuses_what_must_not_log_in() {
+    for checker in checkers() {
+        shadow_backend_refuses_with(checker);
+    }
+}
+
+fn shadow_backend_refuses_with(checker: Checker) {
     let acc = Accounts::new();
-    let auth = acc.authenticator(BackendKind::Shadow, RateLimits::unlimited());
+    let auth = acc.authenticator_checking(BackendKind::Shadow, RateLimits::unlimited(), checker);
     let cases: &[(&str, &str, DenyReason)] = &[
         ("alice", "alice-pw-2", DenyReason::WrongPassword),
         ("alice", "", DenyReason::WrongPassword),
@@ -796,6 +831,25 @@ fn pam_backend_logs_in_through_pam_unix_and_refuses_wrong_locked_and_changed() {
         reason(login(&auth, &user.name, "not-the-password")),
         DenyReason::Pam(_)
     ));
+    // The same through the agent's password check process.
+    let in_child = Authenticator::new(AuthSettings {
+        backend: BackendKind::Pam,
+        pam_service: user.pam_service(),
+        limits: RateLimits::unlimited(),
+        checker: child_checker(),
+        ..AuthSettings::default()
+    })
+    .unwrap();
+    assert_eq!(
+        login(&in_child, &user.name, &user.password.clone())
+            .unwrap()
+            .uid,
+        user.uid
+    );
+    assert!(matches!(
+        reason(login(&in_child, &user.name, "not-the-password")),
+        DenyReason::Pam(_)
+    ));
     // Changed password: the old one (cached a moment ago) must fail.
     login(&auth, &user.name, &user.password.clone()).unwrap();
     let old = user.password.clone();
@@ -808,6 +862,36 @@ fn pam_backend_logs_in_through_pam_unix_and_refuses_wrong_locked_and_changed() {
     // Locked with usermod -L: refused even with the right password.
     run(Command::new("usermod").arg("-L").arg(&user.name));
     assert!(login(&auth, &user.name, "pam-New-pw-7").is_err());
+}
+
+#[test]
+fn the_password_check_process_answers_one_request_and_refuses_garbage() {
+    use std::io::Write;
+    let check = |request: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_toolbox"))
+            .arg(toolbox::auth::CHECK_SUBCOMMAND)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(request).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), out.stdout)
+    };
+    let field = |b: &[u8]| [&(b.len() as u32).to_le_bytes()[..], b].concat();
+    let hash = fixture_hash_of("bob");
+    let request = |password: &[u8]| [&b"H"[..], &field(hash.as_bytes()), &field(password)].concat();
+    assert_eq!(check(&request(b"bob-pw-2")), (Some(0), vec![0]));
+    // Refused: the reason (4, a wrong password) and no text.
+    assert_eq!(check(&request(b"guess")), (Some(0), vec![1, 4, 0, 0, 0, 0]));
+    for garbage in [&b""[..], b"Q", b"H\xff\xff\xff\x7f", &request(b"pw")[..9]] {
+        let (code, out) = check(garbage);
+        assert!(
+            code != Some(0) && out.is_empty(),
+            "{garbage:?}: {code:?} {out:?}"
+        );
+    }
 }
 
 #[test]

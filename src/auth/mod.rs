@@ -15,12 +15,16 @@
 
 mod accounts;
 mod cache;
+mod checker;
 mod limiter;
 #[cfg(feature = "pam")]
 mod pam;
 mod shadow;
 
 pub use accounts::{AccountFiles, AccountStamp};
+#[doc(hidden)]
+pub use checker::fuzz_decode as fuzz_check_messages;
+pub use checker::{serve_check, Checker, CHECK_SUBCOMMAND};
 pub use limiter::RateLimits;
 
 use std::fmt;
@@ -266,6 +270,9 @@ pub enum AuthError {
         /// PAM's message.
         message: String,
     },
+    /// The password check process failed (not a refusal).
+    #[error("{0}")]
+    Checker(String),
     /// The configuration asks for something this build lacks.
     #[error("auth backend {0} is not available in this build (built without the `pam` feature)")]
     BackendUnavailable(BackendKind),
@@ -307,6 +314,9 @@ pub struct AuthSettings {
     pub cache_ttl: Duration,
     /// Failed-login limits.
     pub limits: RateLimits,
+    /// Where passwords are verified: the agent checks in a child of its own, so the 16 MiB a
+    /// yescrypt check takes never becomes the agent's peak RSS.
+    pub checker: Checker,
 }
 
 impl Default for AuthSettings {
@@ -317,6 +327,7 @@ impl Default for AuthSettings {
             files: AccountFiles::default(),
             cache_ttl: DEFAULT_CACHE_TTL,
             limits: RateLimits::default(),
+            checker: Checker::InProcess,
         }
     }
 }
@@ -334,6 +345,7 @@ impl From<&crate::config::AuthConfig> for AuthSettings {
             },
             cache_ttl: Duration::from_secs(c.cache_secs),
             limits: RateLimits::default(),
+            checker: Checker::InProcess,
         }
     }
 }
@@ -521,9 +533,13 @@ impl Authenticator {
     fn check(&self, creds: &Credentials) -> Result<UserIdentity, AuthError> {
         let user = creds.user.as_str();
         match self.settings.backend {
-            BackendKind::Shadow => shadow::login(&self.settings.files, creds),
+            BackendKind::Shadow => {
+                shadow::login(&self.settings.files, creds, &self.settings.checker)
+            }
             #[cfg(feature = "pam")]
-            BackendKind::Pam => pam::login(&self.settings.pam_service, creds),
+            BackendKind::Pam => {
+                pam::login(&self.settings.pam_service, creds, &self.settings.checker)
+            }
             #[cfg(not(feature = "pam"))]
             BackendKind::Pam => Err(AuthError::BackendUnavailable(BackendKind::Pam)),
             BackendKind::None => accounts::identity_from_files(&self.settings.files, user)?

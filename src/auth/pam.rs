@@ -7,6 +7,7 @@
 //! `pam_setcred` and sessions are not used: they would act on the agent's own process (which
 //! stays root), not on the helper that runs the user's operations.
 
+use super::checker::{Check, Checker, Failure};
 use super::{AuthError, Credentials, DenyReason, UserIdentity};
 use nix::unistd::{getgrouplist, User};
 use pam_client::{ConversationHandler, ErrorCode, Flag};
@@ -38,16 +39,31 @@ impl ConversationHandler for PasswordConversation {
     }
 }
 
-pub(crate) fn login(service: &str, creds: &Credentials) -> Result<UserIdentity, AuthError> {
+/// Logs `creds` in under `service` (the PAM part where `checker` runs it) and looks the account
+/// up.
+pub(crate) fn login(
+    service: &str,
+    creds: &Credentials,
+    checker: &Checker,
+) -> Result<UserIdentity, AuthError> {
     let user = creds.user.as_str();
-    let system = |message: String| AuthError::PamSystem {
-        service: service.to_string(),
-        user: user.to_string(),
-        message,
+    let check = Check::Pam {
+        service,
+        user,
+        password: creds.password.as_str(),
     };
+    check
+        .run(checker)
+        .map_err(|f| f.into_auth_error(user, Some(service)))?;
+    identity_from_nss(service, user)
+}
+
+/// `pam_authenticate` then `pam_acct_mgmt`.
+pub(crate) fn authenticate(service: &str, user: &str, password: &str) -> Result<(), Failure> {
+    let system = |message: String| Failure::System(message);
     let conversation = PasswordConversation {
         user: user.to_string(),
-        password: creds.password.clone(),
+        password: Zeroizing::new(password.to_string()),
     };
     let mut context = pam_client::Context::new(service, Some(user), conversation)
         .map_err(|e| system(e.to_string()))?;
@@ -67,13 +83,9 @@ pub(crate) fn login(service: &str, creds: &Credentials) -> Result<UserIdentity, 
             ErrorCode::NEW_AUTHTOK_REQD | ErrorCode::AUTHTOK_EXPIRED => DenyReason::PasswordExpired,
             _ => return Err(system(e.to_string())),
         };
-        return Err(AuthError::Denied {
-            user: user.to_string(),
-            reason,
-        });
+        return Err(Failure::Denied(reason));
     }
-    drop(context);
-    identity_from_nss(service, user)
+    Ok(())
 }
 
 pub(crate) fn identity_from_nss(service: &str, name: &str) -> Result<UserIdentity, AuthError> {

@@ -3,8 +3,9 @@
 //! vmtoolsd's PAM file (pam_shells).
 
 use super::accounts::{self, AccountFiles, ShadowEntry};
+use super::checker::{Check, Checker, Failure};
 use super::{AuthError, Credentials, DenyReason, UserIdentity};
-use password_hash_verify::verify_hash;
+pub(crate) use password_hash_verify::verify_hash;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A yescrypt hash of a random password nobody knows: unknown and locked accounts are checked
@@ -15,15 +16,28 @@ const DUMMY_HASH: &str =
 
 const SECONDS_PER_DAY: u64 = 86_400;
 
-pub(crate) fn login(files: &AccountFiles, creds: &Credentials) -> Result<UserIdentity, AuthError> {
+pub(crate) fn login(
+    files: &AccountFiles,
+    creds: &Credentials,
+    checker: &Checker,
+) -> Result<UserIdentity, AuthError> {
     let user = creds.user.as_str();
     let deny = |reason| AuthError::Denied {
         user: user.to_string(),
         reason,
     };
+    // The hash work, where the checker runs it: a refusal is the reason, a failed check an
+    // error of its own.
+    let verify_hash = |password: &[u8], hash: &str| -> Result<Result<(), DenyReason>, AuthError> {
+        match (Check::Hash { hash, password }).run(checker) {
+            Ok(()) => Ok(Ok(())),
+            Err(Failure::Denied(reason)) => Ok(Err(reason)),
+            Err(failure) => Err(failure.into_auth_error(user, None)),
+        }
+    };
     let passwd = accounts::read_file(&files.passwd)?;
     let Some(entry) = accounts::parse_passwd(&passwd, user) else {
-        let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH);
+        let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH)?;
         return Err(deny(DenyReason::UnknownUser));
     };
     let shadow_text = accounts::read_file(&files.shadow)?;
@@ -39,15 +53,15 @@ pub(crate) fn login(files: &AccountFiles, creds: &Credentials) -> Result<UserIde
             expire: None,
         },
         None => {
-            let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH);
+            let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH)?;
             return Err(deny(DenyReason::UnknownUser));
         }
     };
     if let Err(reason) = usable_hash(&shadow.hash) {
-        let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH);
+        let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH)?;
         return Err(deny(reason));
     }
-    verify_hash(creds.password.as_bytes(), &shadow.hash).map_err(deny)?;
+    verify_hash(creds.password.as_bytes(), &shadow.hash)?.map_err(deny)?;
     // Account rules only after the password: a wrong password never learns that the account
     // is expired.
     check_aging(&shadow, today()).map_err(deny)?;

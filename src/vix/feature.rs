@@ -133,9 +133,10 @@ impl GuestOps {
     /// The feature from the configuration; fails when the authentication backend cannot be set
     /// up (then guest operations stay off, as in vmtoolsd without its vix plugin).
     pub fn new(config: &Config) -> Result<Arc<GuestOps>, auth::AuthError> {
-        let authenticator = Arc::new(auth::Authenticator::new(auth::AuthSettings::from(
-            &config.auth,
-        ))?);
+        let authenticator = Arc::new(auth::Authenticator::new(auth::AuthSettings {
+            checker: auth::Checker::own_binary(),
+            ..auth::AuthSettings::from(&config.auth)
+        })?);
         let resolver = authenticator.clone();
         let pool = Arc::new(HelperPool::new(PoolConfig {
             account_watch: Some(AccountWatch {

@@ -28,7 +28,7 @@ pub(crate) fn login(
     };
     // The hash work, where the checker runs it: a refusal is the reason, a failed check an
     // error of its own.
-    let verify_hash = |password: &[u8], hash: &str| -> Result<Result<(), DenyReason>, AuthError> {
+    let check_hash = |password: &[u8], hash: &str| -> Result<Result<(), DenyReason>, AuthError> {
         match (Check::Hash { hash, password }).run(checker) {
             Ok(()) => Ok(Ok(())),
             Err(Failure::Denied(reason)) => Ok(Err(reason)),
@@ -37,7 +37,7 @@ pub(crate) fn login(
     };
     let passwd = accounts::read_file(&files.passwd)?;
     let Some(entry) = accounts::parse_passwd(&passwd, user) else {
-        let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH)?;
+        let _ = check_hash(creds.password.as_bytes(), DUMMY_HASH)?;
         return Err(deny(DenyReason::UnknownUser));
     };
     let shadow_text = accounts::read_file(&files.shadow)?;
@@ -53,15 +53,15 @@ pub(crate) fn login(
             expire: None,
         },
         None => {
-            let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH)?;
+            let _ = check_hash(creds.password.as_bytes(), DUMMY_HASH)?;
             return Err(deny(DenyReason::UnknownUser));
         }
     };
     if let Err(reason) = usable_hash(&shadow.hash) {
-        let _ = verify_hash(creds.password.as_bytes(), DUMMY_HASH)?;
+        let _ = check_hash(creds.password.as_bytes(), DUMMY_HASH)?;
         return Err(deny(reason));
     }
-    verify_hash(creds.password.as_bytes(), &shadow.hash)?.map_err(deny)?;
+    check_hash(creds.password.as_bytes(), &shadow.hash)?.map_err(deny)?;
     // Account rules only after the password: a wrong password never learns that the account
     // is expired.
     check_aging(&shadow, today()).map_err(deny)?;

@@ -64,23 +64,6 @@ async fn run(sim: &Sim, login: Option<&str>, args: &[&str]) -> Output {
     .unwrap()
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-/// Exit status 1 and `message` on stderr, as govc prints it.
-fn fails_with(o: &Output, message: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim_end(), format!("vmx-sim: {message}"));
-}
-
 fn root() -> String {
     format!("root:{ROOT_PW}")
 }

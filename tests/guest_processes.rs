@@ -54,24 +54,6 @@ async fn govc(sim: &Sim, login: &str, args: &[&str]) -> Output {
     govc_in(sim, login, args, b"").await
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed ({:?}): {}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-/// Exit status 1 and `message` on stderr, as govc prints it.
-fn fails_with(o: &Output, message: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim_end(), format!("vmx-sim: {message}"));
-}
-
 fn pid_of(o: &Output) -> i64 {
     let text = ok(o);
     assert!(

@@ -280,3 +280,22 @@ pub fn own_identity() -> toolbox::auth::UserIdentity {
         shell: user.shell,
     }
 }
+
+/// The stdout of a `vmx-sim` command that must succeed (its output shown when it did not).
+pub fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed ({:?}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// Exit status 1 and `message` on stderr, as govc prints it.
+pub fn fails_with(o: &std::process::Output, message: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end(), format!("vmx-sim: {message}"));
+}
